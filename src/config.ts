@@ -1,0 +1,85 @@
+// All configuration comes from the environment; every variable is documented in .env.example.
+import { z } from 'zod';
+
+const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+
+const schema = z.object({
+  NODE_ENV: z.enum(['development', 'test', 'production']).default('development'),
+  DATABASE_URL: z.string().url().default('postgresql://root@127.0.0.1:5432/convoy'),
+  DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
+  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379/0'),
+  // Namespaces every Redis key, queue and channel, so several installs (or test files) can share one Redis.
+  REDIS_PREFIX: z.string().regex(/^[a-zA-Z0-9:_-]{1,64}$/).default('convoy'),
+  PORT: z.coerce.number().int().min(0).max(65535).default(4000),
+  HOST: z.string().default('0.0.0.0'),
+  DOCKER_HOST: z.string().default('unix:///var/run/docker.sock'),
+  BASE_DOMAIN: z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/).default('convoy.localhost'),
+  CONVOY_SECRET_KEY: z.string().min(32, 'CONVOY_SECRET_KEY must be at least 32 characters').optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ACCESS_TOKEN_TTL_SECONDS: z.coerce.number().int().min(30).default(900),
+  REFRESH_TOKEN_TTL_SECONDS: z.coerce.number().int().min(60).default(30 * 24 * 3600),
+  GRAPHQL_MAX_DEPTH: z.coerce.number().int().min(2).default(12),
+  GRAPHQL_MAX_ALIASES: z.coerce.number().int().min(1).default(30),
+  GRAPHQL_MAX_COST: z.coerce.number().int().min(10).default(5000),
+  GRAPHQL_MAX_TOKENS: z.coerce.number().int().min(100).default(2000),
+  MIGRATE_ON_START: bool.default('true'),
+});
+
+export type Config = {
+  nodeEnv: 'development' | 'test' | 'production';
+  databaseUrl: string;
+  databasePoolSize: number;
+  redisUrl: string;
+  redisPrefix: string;
+  port: number;
+  host: string;
+  dockerHost: string;
+  baseDomain: string;
+  secretKey: string;
+  logLevel: string;
+  accessTokenTtlSeconds: number;
+  refreshTokenTtlSeconds: number;
+  limits: { maxDepth: number; maxAliases: number; maxCost: number; maxTokens: number };
+  migrateOnStart: boolean;
+};
+
+export class ConfigError extends Error {}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new ConfigError(`invalid configuration: ${problems}`);
+  }
+  const e = parsed.data;
+  let secretKey = e.CONVOY_SECRET_KEY;
+  if (!secretKey) {
+    if (e.NODE_ENV === 'production') throw new ConfigError('CONVOY_SECRET_KEY is required in production');
+    // Outside production a random per-process key keeps things working without a checked-in fallback;
+    // tokens simply do not survive a restart.
+    secretKey = randomKey();
+  }
+  return {
+    nodeEnv: e.NODE_ENV,
+    databaseUrl: e.DATABASE_URL,
+    databasePoolSize: e.DATABASE_POOL_SIZE,
+    redisUrl: e.REDIS_URL,
+    redisPrefix: e.REDIS_PREFIX,
+    port: e.PORT,
+    host: e.HOST,
+    dockerHost: e.DOCKER_HOST,
+    baseDomain: e.BASE_DOMAIN,
+    secretKey,
+    logLevel: e.LOG_LEVEL,
+    accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
+    refreshTokenTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
+    limits: { maxDepth: e.GRAPHQL_MAX_DEPTH, maxAliases: e.GRAPHQL_MAX_ALIASES, maxCost: e.GRAPHQL_MAX_COST, maxTokens: e.GRAPHQL_MAX_TOKENS },
+    migrateOnStart: e.MIGRATE_ON_START,
+  };
+}
+
+let processKey: string | undefined;
+function randomKey(): string {
+  processKey ??= globalThis.crypto.randomUUID() + globalThis.crypto.randomUUID();
+  return processKey;
+}
