@@ -23,7 +23,7 @@ type Engine = {
   free(): void;
 };
 
-let wasmBindings: Promise<{ SchemaEngine: { new (o: unknown, cb: unknown, a: unknown): Promise<Engine> } }> | undefined;
+let wasmBindings: Promise<{ SchemaEngine: { new: (o: unknown, cb: unknown, a: unknown) => Promise<Engine> } }> | undefined;
 
 function loadWasm() {
   wasmBindings ??= (async () => {

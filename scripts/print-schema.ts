@@ -1,0 +1,18 @@
+// Writes the printed SDL to schema/schema.graphql; with --check, fails when the file has drifted.
+import { readFile, writeFile } from 'node:fs/promises';
+import { printSchema, lexicographicSortSchema } from 'graphql';
+import { schema } from '../src/graphql/schema.js';
+
+const target = new URL('../schema/schema.graphql', import.meta.url);
+const printed = `${printSchema(lexicographicSortSchema(schema))}\n`;
+if (process.argv.includes('--check')) {
+  const committed = await readFile(target, 'utf8').catch(() => '');
+  if (committed !== printed) {
+    console.error('schema/schema.graphql is out of date: run `npm run schema:print`');
+    process.exit(1);
+  }
+  console.log('schema/schema.graphql is up to date');
+} else {
+  await writeFile(target, printed);
+  console.log('wrote schema/schema.graphql');
+}

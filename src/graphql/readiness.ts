@@ -1,0 +1,31 @@
+import type Docker from 'dockerode';
+import type { App } from '../app.js';
+import { pingDocker } from '../platform/docker/client.js';
+
+type Check = { ok: boolean; latencyMs: number; error?: string };
+export type ReadinessReport = { ready: boolean; checks: { database: Check; redis: Check; docker: Check } };
+
+const CHECK_TIMEOUT_MS = 2000;
+
+async function timed(fn: () => Promise<unknown>): Promise<Check> {
+  const started = performance.now();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([fn(), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS)))]);
+    return { ok: true, latencyMs: Math.round(performance.now() - started) };
+  } catch (error) {
+    return { ok: false, latencyMs: Math.round(performance.now() - started), error: (error as Error).message.slice(0, 200) };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Each dependency reported separately, so an operator sees which one is down. */
+export async function checkReadiness(app: App, docker: Docker | undefined): Promise<ReadinessReport> {
+  const [database, redis, dockerCheck] = await Promise.all([
+    timed(() => app.db.$queryRaw`SELECT 1`),
+    timed(() => app.redis.ping()),
+    docker ? timed(() => pingDocker(docker, CHECK_TIMEOUT_MS)) : Promise.resolve({ ok: false, latencyMs: 0, error: 'no Docker client configured' }),
+  ]);
+  return { ready: database.ok && redis.ok && dockerCheck.ok, checks: { database, redis, docker: dockerCheck } };
+}

@@ -1,0 +1,10 @@
+// Imports every module's types, then prints one schema. Adding a module = adding one import here.
+import { builder } from './builder.js';
+import './scalars.js';
+import './errors.js';
+import '../modules/auth/schema.js';
+import '../modules/organizations/schema.js';
+import '../modules/services/schema.js';
+import '../modules/audit/schema.js';
+
+export const schema = builder.toSchema({ sortSchema: true });

@@ -1,0 +1,146 @@
+import { builder } from '../../graphql/builder.js';
+import { Role } from '../../generated/prisma/enums.js';
+import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../common/errors.js';
+import { actorOf, userIdOf } from '../common/graphql.js';
+import * as orgs from './service.js';
+
+export const RoleEnum = builder.enumType(Role, { name: 'Role' });
+const MigrationPolicyEnum = builder.enumType('MigrationPolicy', { values: ['AUTOMATIC', 'MANUAL', 'NONE'] as const });
+
+builder.prismaObject('Organization', {
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    slug: t.exposeString('slug'),
+    name: t.exposeString('name'),
+    personal: t.exposeBoolean('personal'),
+    migrationPolicy: t.expose('migrationPolicy', { type: MigrationPolicyEnum }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    members: t.relatedConnection('memberships', { cursor: 'id', query: { orderBy: { createdAt: 'asc' } } }),
+  }),
+});
+
+builder.prismaObject('Membership', {
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    role: t.expose('role', { type: RoleEnum }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    user: t.relation('user'),
+    organization: t.relation('organization'),
+  }),
+});
+
+builder.queryField('organization', (t) =>
+  t.prismaField({
+    type: 'Organization',
+    description: 'The organization this request acts in (chosen with the X-Convoy-Organization header)',
+    authScopes: { member: true },
+    resolve: (query, _root, _args, ctx) => ctx.app.db.organization.findUniqueOrThrow({ ...query, where: { id: actorOf(ctx).organizationId } }),
+  }),
+);
+
+builder.queryField('organizations', (t) =>
+  t.prismaField({
+    type: ['Organization'],
+    description: 'Every organization the caller belongs to',
+    authScopes: { authenticated: true },
+    resolve: (query, _root, _args, ctx) =>
+      ctx.app.db.organization.findMany({ ...query, where: { memberships: { some: { userId: userIdOf(ctx) } } }, orderBy: { createdAt: 'asc' } }),
+  }),
+);
+
+builder.mutationField('createOrganization', (t) =>
+  t.prismaField({
+    type: 'Organization',
+    authScopes: { authenticated: true },
+    errors: { types: [ValidationError], directResult: true, union: { name: 'CreateOrganizationResult' } },
+    args: { name: t.arg.string({ required: true }) },
+    resolve: async (query, _root, args, ctx) => {
+      const org = await orgs.createOrganization(ctx.app, userIdOf(ctx), { name: args.name }, ctx.requestId);
+      return ctx.app.db.organization.findUniqueOrThrow({ ...query, where: { id: org.id } });
+    },
+  }),
+);
+
+const MemberInput = builder.inputType('MemberInput', {
+  fields: (t) => ({ email: t.string({ required: true }), role: t.field({ type: RoleEnum, required: true }) }),
+});
+
+const memberErrors = [ValidationError, NotFoundError, ForbiddenError, ConflictError];
+
+builder.mutationField('addMember', (t) =>
+  t.prismaField({
+    type: 'Membership',
+    description: 'Adds an existing user to the current organization (admins; only owners grant OWNER)',
+    authScopes: { member: true },
+    errors: { types: memberErrors, directResult: true, union: { name: 'AddMemberResult' } },
+    args: { input: t.arg({ type: MemberInput, required: true }) },
+    resolve: async (query, _root, { input }, ctx) => {
+      const membership = await orgs.addMember(ctx.app, actorOf(ctx), input);
+      return ctx.app.db.membership.findUniqueOrThrow({ ...query, where: { id: membership.id } });
+    },
+  }),
+);
+
+builder.mutationField('changeMemberRole', (t) =>
+  t.prismaField({
+    type: 'Membership',
+    authScopes: { member: true },
+    errors: { types: memberErrors, directResult: true, union: { name: 'ChangeMemberRoleResult' } },
+    args: { userId: t.arg.id({ required: true }), role: t.arg({ type: RoleEnum, required: true }) },
+    resolve: async (query, _root, args, ctx) => {
+      const membership = await orgs.changeMemberRole(ctx.app, actorOf(ctx), String(args.userId), args.role);
+      return ctx.app.db.membership.findUniqueOrThrow({ ...query, where: { id: membership.id } });
+    },
+  }),
+);
+
+const RemovedMember = builder.simpleObject('RemovedMember', {
+  fields: (t) => ({ userId: t.id(), role: t.field({ type: RoleEnum }) }),
+});
+
+builder.mutationField('removeMember', (t) =>
+  t.field({
+    type: RemovedMember,
+    description: 'Removes a member (admins), or lets a member leave (pass your own id)',
+    authScopes: { member: true },
+    errors: { types: memberErrors, directResult: true, union: { name: 'RemoveMemberResult' } },
+    args: { userId: t.arg.id({ required: true }) },
+    resolve: async (_root, args, ctx) => {
+      const membership = await orgs.removeMember(ctx.app, actorOf(ctx), String(args.userId));
+      return { userId: membership.userId, role: membership.role };
+    },
+  }),
+);
+
+const InvitationPayload = builder.objectRef<{ invitation: { id: string; email: string; role: Role; expiresAt: Date }; token: string }>('InvitationPayload').implement({
+  fields: (t) => ({
+    id: t.id({ resolve: (p) => p.invitation.id }),
+    email: t.string({ resolve: (p) => p.invitation.email }),
+    role: t.field({ type: RoleEnum, resolve: (p) => p.invitation.role }),
+    expiresAt: t.field({ type: 'DateTime', resolve: (p) => p.invitation.expiresAt }),
+    token: t.exposeString('token', { description: 'Give this to the invitee; shown once' }),
+  }),
+});
+
+builder.mutationField('inviteMember', (t) =>
+  t.field({
+    type: InvitationPayload,
+    authScopes: { member: true },
+    errors: { types: [ValidationError, ForbiddenError], directResult: true, union: { name: 'InviteMemberResult' } },
+    args: { input: t.arg({ type: MemberInput, required: true }) },
+    resolve: (_root, { input }, ctx) => orgs.inviteMember(ctx.app, actorOf(ctx), input),
+  }),
+);
+
+builder.mutationField('acceptInvitation', (t) =>
+  t.prismaField({
+    type: 'Membership',
+    authScopes: { authenticated: true },
+    errors: { types: [NotFoundError], directResult: true, union: { name: 'AcceptInvitationResult' } },
+    args: { token: t.arg.string({ required: true }) },
+    resolve: async (query, _root, args, ctx) => {
+      const membership = await orgs.acceptInvitation(ctx.app, userIdOf(ctx), args.token, ctx.requestId);
+      return ctx.app.db.membership.findUniqueOrThrow({ ...query, where: { id: membership.id } });
+    },
+  }),
+);

@@ -1,0 +1,116 @@
+import { z } from 'zod';
+import type { Db } from '../../platform/db/client.js';
+import { displayName, email } from '../../shared/validation.js';
+import { parseInput } from '../common/parse.js';
+import { ConflictError, ForbiddenError, NotFoundError } from '../common/errors.js';
+import { recordAudit } from '../audit/audit.js';
+import { generateToken, hashToken } from '../../platform/crypto/tokens.js';
+import { Role } from '../../generated/prisma/enums.js';
+import { hasRole, type Actor } from '../auth/caller.js';
+import { createOrganizationFor } from '../auth/service.js';
+
+export type OrgDeps = { db: Db };
+
+const role = z.enum([Role.OWNER, Role.ADMIN, Role.MEMBER]);
+const memberInput = z.object({ email, role });
+const INVITATION_TTL_MS = 7 * 86_400_000;
+
+/** Managing members needs ADMIN; only an OWNER may grant, change or remove the OWNER role. */
+function assertCanManage(actor: Actor, targetRole: Role, currentRole?: Role) {
+  if (!hasRole(actor, Role.ADMIN)) throw new ForbiddenError('Only owners and admins can manage members');
+  if ((targetRole === Role.OWNER || currentRole === Role.OWNER) && actor.role !== Role.OWNER) {
+    throw new ForbiddenError('Only owners can grant, change or remove the owner role');
+  }
+}
+
+export async function createOrganization(deps: OrgDeps, userId: string, input: unknown, requestId?: string) {
+  const { name } = parseInput(z.object({ name: displayName }), input);
+  return deps.db.$transaction(async (tx) => {
+    const org = await createOrganizationFor(tx, userId, name, false);
+    await recordAudit(tx, { userId, organizationId: org.id, requestId }, 'organization.create', 'Organization', org.id);
+    return org;
+  });
+}
+
+export async function addMember(deps: OrgDeps, actor: Actor, input: unknown) {
+  const parsed = parseInput(memberInput, input);
+  assertCanManage(actor, parsed.role);
+  const user = await deps.db.user.findUnique({ where: { email: parsed.email } });
+  if (!user) throw new NotFoundError('User', parsed.email);
+  try {
+    const membership = await deps.db.membership.create({ data: { userId: user.id, organizationId: actor.organizationId, role: parsed.role } });
+    await recordAudit(deps.db, actor, 'member.add', 'Membership', membership.id, { userId: user.id, role: parsed.role });
+    return membership;
+  } catch (error) {
+    if ((error as { code?: string }).code === 'P2002') throw new ConflictError('This user is already a member', 'email');
+    throw error;
+  }
+}
+
+/** Creates an invitation whose token is returned once; accepting it adds the member. */
+export async function inviteMember(deps: OrgDeps, actor: Actor, input: unknown) {
+  const parsed = parseInput(memberInput, input);
+  assertCanManage(actor, parsed.role);
+  const token = generateToken('cvy_inv');
+  const invitation = await deps.db.invitation.create({
+    data: {
+      organizationId: actor.organizationId,
+      email: parsed.email,
+      role: parsed.role,
+      tokenHash: hashToken(token),
+      createdById: actor.userId,
+      expiresAt: new Date(Date.now() + INVITATION_TTL_MS),
+    },
+  });
+  await recordAudit(deps.db, actor, 'member.invite', 'Invitation', invitation.id, { email: parsed.email, role: parsed.role });
+  return { invitation, token };
+}
+
+export async function acceptInvitation(deps: OrgDeps, userId: string, token: string, requestId?: string) {
+  const invitation = typeof token === 'string' && token.length < 200 ? await deps.db.invitation.findUnique({ where: { tokenHash: hashToken(token) } }) : null;
+  const user = await deps.db.user.findUniqueOrThrow({ where: { id: userId } });
+  if (!invitation || invitation.acceptedAt || invitation.revokedAt || invitation.expiresAt < new Date() || invitation.email !== user.email) {
+    throw new NotFoundError('Invitation', 'token');
+  }
+  return deps.db.$transaction(async (tx) => {
+    await tx.invitation.update({ where: { id: invitation.id }, data: { acceptedAt: new Date() } });
+    const membership = await tx.membership.upsert({
+      where: { userId_organizationId: { userId, organizationId: invitation.organizationId } },
+      create: { userId, organizationId: invitation.organizationId, role: invitation.role },
+      update: {},
+    });
+    await recordAudit(tx, { userId, organizationId: invitation.organizationId, requestId }, 'member.accept_invitation', 'Membership', membership.id);
+    return membership;
+  });
+}
+
+async function findMembership(deps: OrgDeps, actor: Actor, userId: string) {
+  const membership = await deps.db.membership.findUnique({ where: { userId_organizationId: { userId, organizationId: actor.organizationId } } });
+  if (!membership) throw new NotFoundError('Member', userId);
+  return membership;
+}
+
+async function assertNotLastOwner(deps: OrgDeps, organizationId: string) {
+  const owners = await deps.db.membership.count({ where: { organizationId, role: Role.OWNER } });
+  if (owners <= 1) throw new ConflictError('An organization must keep at least one owner');
+}
+
+export async function changeMemberRole(deps: OrgDeps, actor: Actor, userId: string, newRole: unknown) {
+  const parsedRole = parseInput(role, newRole);
+  const membership = await findMembership(deps, actor, userId);
+  assertCanManage(actor, parsedRole, membership.role);
+  if (membership.role === Role.OWNER && parsedRole !== Role.OWNER) await assertNotLastOwner(deps, actor.organizationId);
+  const updated = await deps.db.membership.update({ where: { id: membership.id }, data: { role: parsedRole } });
+  await recordAudit(deps.db, actor, 'member.change_role', 'Membership', membership.id, { userId, from: membership.role, to: parsedRole });
+  return updated;
+}
+
+export async function removeMember(deps: OrgDeps, actor: Actor, userId: string) {
+  const membership = await findMembership(deps, actor, userId);
+  // Leaving an organization yourself is always allowed (unless you are its last owner).
+  if (userId !== actor.userId) assertCanManage(actor, membership.role, membership.role);
+  if (membership.role === Role.OWNER) await assertNotLastOwner(deps, actor.organizationId);
+  await deps.db.membership.delete({ where: { id: membership.id } });
+  await recordAudit(deps.db, actor, 'member.remove', 'Membership', membership.id, { userId });
+  return membership;
+}

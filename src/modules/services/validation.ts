@@ -1,0 +1,104 @@
+// Service input rules, built from the shared validation primitives.
+import { z } from 'zod';
+import { LIMITS, cpu, dnsLabel, envVarName, hostname, HTTP_PATH, imageReference, memoryMb, port, replicas } from '../../shared/validation.js';
+
+// Git URLs and branches are validated strictly here; the builder re-checks before any git process starts.
+const GIT_URL = /^(?:https:\/\/[A-Za-z0-9.-]+(?::[0-9]{1,5})?\/[A-Za-z0-9._~\/-]+|ssh:\/\/[A-Za-z0-9._-]+@[A-Za-z0-9.-]+(?::[0-9]{1,5})?\/[A-Za-z0-9._~\/-]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~\/-]+)$/;
+const GIT_BRANCH = /^(?!-)(?!.*\.\.)(?!.*\/\/)(?!.*@\{)(?!.*\.lock$)[A-Za-z0-9._\/-]{1,200}(?<![./])$/;
+
+export const gitUrl = z.string().max(2048, 'must be at most 2048 characters').regex(GIT_URL, 'must be an https://, ssh:// or user@host:path Git URL');
+export const gitBranch = z.string().regex(GIT_BRANCH, 'must be a branch name: letters, digits, ".", "_", "-", "/"; not starting with "-"');
+
+const envVar = z.object({
+  name: envVarName,
+  value: z.string().max(LIMITS.envValueLength, `must be at most ${LIMITS.envValueLength} characters`).refine((v) => !v.includes('\u0000'), 'must not contain NUL characters'),
+});
+
+export const envList = z
+  .array(envVar)
+  .max(LIMITS.envVars, `must have at most ${LIMITS.envVars} variables`)
+  .superRefine((vars, ctx) => {
+    const seen = new Set<string>();
+    vars.forEach((v, i) => {
+      if (seen.has(v.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `duplicate variable ${v.name}` });
+      seen.add(v.name);
+    });
+  });
+
+const portSpec = z.object({
+  target: port,
+  published: port.nullish(),
+  protocol: z.enum(['TCP', 'UDP']).default('TCP'),
+  mode: z.enum(['INGRESS', 'HOST']).default('INGRESS'),
+});
+
+export const healthCheckSpec = z
+  .object({
+    type: z.enum(['HTTP', 'CMD']),
+    path: z.string().max(256, 'must be at most 256 characters').regex(HTTP_PATH, 'must be an absolute URL path such as /healthz').nullish(),
+    port: port.nullish(),
+    command: z.array(z.string().min(1, 'must not be empty').max(1024, 'must be at most 1024 characters')).min(1).max(32).nullish(),
+    intervalSeconds: z.number().int().min(1).max(300).default(10),
+    timeoutSeconds: z.number().int().min(1).max(120).default(5),
+    retries: z.number().int().min(1).max(20).default(3),
+    startPeriodSeconds: z.number().int().min(0).max(600).default(0),
+  })
+  .superRefine((h, ctx) => {
+    if (h.type === 'HTTP' && !h.port) ctx.addIssue({ code: 'custom', path: ['port'], message: 'is required for an HTTP health check' });
+    if (h.type === 'CMD' && !h.command) ctx.addIssue({ code: 'custom', path: ['command'], message: 'is required for a command health check' });
+  });
+
+export const resourcesSpec = z
+  .object({
+    cpuLimit: cpu.nullish(),
+    memoryLimitMb: memoryMb.nullish(),
+    cpuReservation: cpu.nullish(),
+    memoryReservationMb: memoryMb.nullish(),
+  })
+  .superRefine((r, ctx) => {
+    if (r.cpuLimit && r.cpuReservation && r.cpuReservation > r.cpuLimit) ctx.addIssue({ code: 'custom', path: ['cpuReservation'], message: 'must not exceed cpuLimit' });
+    if (r.memoryLimitMb && r.memoryReservationMb && r.memoryReservationMb > r.memoryLimitMb) ctx.addIssue({ code: 'custom', path: ['memoryReservationMb'], message: 'must not exceed memoryLimitMb' });
+  });
+
+export const sourceSpec = z
+  .object({
+    image: imageReference.nullish(),
+    templateId: z.string().min(1).max(64).nullish(),
+    nixExpression: z.string().min(1, 'must not be empty').max(65_536, 'must be at most 64 KiB').nullish(),
+    gitUrl: gitUrl.nullish(),
+    gitBranch: gitBranch.nullish(),
+  })
+  .superRefine((s, ctx) => {
+    const kinds = [s.image, s.templateId, s.nixExpression, s.gitUrl].filter((v) => v != null).length;
+    if (kinds !== 1) ctx.addIssue({ code: 'custom', path: [], message: 'give exactly one of image, templateId, nixExpression or gitUrl' });
+    if (s.gitBranch && !s.gitUrl) ctx.addIssue({ code: 'custom', path: ['gitBranch'], message: 'is only valid with gitUrl' });
+  });
+
+const customDomains = z.array(hostname).max(LIMITS.customDomains, `must have at most ${LIMITS.customDomains} domains`);
+
+export const createServiceInput = z.object({
+  name: dnsLabel,
+  source: sourceSpec,
+  env: envList.default([]),
+  resources: resourcesSpec.default({}),
+  replicas: replicas.default(1),
+  ports: z.array(portSpec).max(LIMITS.ports, `must have at most ${LIMITS.ports} ports`).default([]),
+  healthCheck: healthCheckSpec.nullish(),
+  customDomains: customDomains.default([]),
+});
+
+export const updateServiceInput = z.object({
+  source: sourceSpec.nullish(),
+  env: envList.nullish(),
+  resources: resourcesSpec.nullish(),
+  replicas: replicas.nullish(),
+  ports: z.array(portSpec).max(LIMITS.ports).nullish(),
+  healthCheck: healthCheckSpec.nullish(),
+  clearHealthCheck: z.boolean().nullish(),
+  customDomains: customDomains.nullish(),
+});
+
+export type CreateServiceInput = z.output<typeof createServiceInput>;
+export type UpdateServiceInput = z.output<typeof updateServiceInput>;
+export type PortSpec = z.output<typeof portSpec>;
+export type HealthCheckSpec = z.output<typeof healthCheckSpec>;

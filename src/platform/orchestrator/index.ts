@@ -1,0 +1,2 @@
+export * from './orchestrator.js';
+export { SwarmOrchestrator, dockerFromHost } from './swarm.js';

@@ -1,0 +1,220 @@
+// The runtime contract between Convoy's domain code and the container orchestrator. Domain modules depend
+// only on these types; `SwarmOrchestrator` (swarm.ts) is the Docker Swarm implementation.
+
+/** Container label that ties every task to the Convoy deployment that produced it. */
+export const DEPLOYMENT_LABEL = 'convoy.deployment-id';
+
+export type PortProtocol = 'tcp' | 'udp';
+/** `ingress` needs the routing mesh (IPVS); `host` binds the port on the node that runs the task. */
+export type PublishMode = 'ingress' | 'host';
+/** `vip` needs IPVS; `dnsrr` answers the service name with the task addresses themselves. */
+export type EndpointMode = 'vip' | 'dnsrr';
+export type UpdateOrder = 'start-first' | 'stop-first';
+
+export type ServiceNetwork = { name: string; aliases: string[] };
+
+export type ServicePort = {
+  target: number;
+  /** Omitted: Swarm picks one (ingress mode) or the node picks one (host mode). */
+  published?: number;
+  protocol: PortProtocol;
+  publishMode: PublishMode;
+};
+
+export type ServiceResources = {
+  /** CPU cores, e.g. 0.5. */
+  cpuLimit?: number;
+  memoryLimitMb?: number;
+  cpuReservation?: number;
+  memoryReservationMb?: number;
+};
+
+export type HealthCheck = {
+  /** Docker's form: ['CMD-SHELL', 'script'] or ['CMD', 'binary', ...args]. */
+  test: string[];
+  intervalMs: number;
+  timeoutMs: number;
+  retries: number;
+  startPeriodMs: number;
+};
+
+export type RestartPolicy = {
+  condition: 'any' | 'on-failure' | 'none';
+  delayMs: number;
+  /** Omitted: restart without limit. */
+  maxAttempts?: number;
+};
+
+export type UpdatePolicy = {
+  /** start-first cannot work with host-mode published ports on a single node: both tasks need the port. */
+  order: UpdateOrder;
+  monitorMs: number;
+  parallelism: number;
+  failureAction: 'rollback' | 'pause';
+};
+
+export type RollbackPolicy = {
+  order: UpdateOrder;
+  monitorMs: number;
+  parallelism: number;
+};
+
+export type SecretMount = { secretId: string; secretName: string; fileName: string };
+
+export type SwarmServiceSpec = {
+  name: string;
+  image: string;
+  env: Record<string, string>;
+  replicas: number;
+  /** Labels on the service object. */
+  labels: Record<string, string>;
+  /** Labels on every container; must include DEPLOYMENT_LABEL. */
+  containerLabels: Record<string, string>;
+  networks: ServiceNetwork[];
+  ports: ServicePort[];
+  endpointMode: EndpointMode;
+  resources: ServiceResources;
+  healthCheck?: HealthCheck;
+  placementConstraints: string[];
+  restartPolicy: RestartPolicy;
+  update: UpdatePolicy;
+  rollback: RollbackPolicy;
+  stopGracePeriodMs: number;
+  secrets?: SecretMount[];
+};
+
+/** Swarm's own record of the last update or rollback of a service. */
+export type UpdateState =
+  | 'updating'
+  | 'paused'
+  | 'completed'
+  | 'rollback_started'
+  | 'rollback_paused'
+  | 'rollback_completed';
+
+export type ServiceInfo = {
+  id: string;
+  name: string;
+  /** Swarm's object version; every update needs the current one. */
+  version: number;
+  image: string;
+  replicas: number;
+  labels: Record<string, string>;
+  updateStatus?: { state: UpdateState; message: string };
+  /** DEPLOYMENT_LABEL of the spec Swarm is converging to (after a rollback: the previous deployment). */
+  deploymentLabel: string | null;
+};
+
+/** Swarm task states, in lifecycle order, then the terminal ones. */
+export type TaskState =
+  | 'new'
+  | 'allocated'
+  | 'pending'
+  | 'assigned'
+  | 'accepted'
+  | 'preparing'
+  | 'ready'
+  | 'starting'
+  | 'running'
+  | 'complete'
+  | 'shutdown'
+  | 'failed'
+  | 'rejected'
+  | 'remove'
+  | 'orphaned';
+
+export type TaskInfo = {
+  id: string;
+  /** Replica number, stable across restarts of the same replica. */
+  slot: number;
+  nodeId: string | null;
+  desiredState: TaskState;
+  /** With a health check, a task stays 'starting' until it is healthy: 'running' means healthy. */
+  state: TaskState;
+  message: string;
+  error: string | null;
+  containerId: string | null;
+  deploymentId: string | null;
+  createdAt: Date;
+};
+
+export type RolloutOutcome = 'healthy' | 'rolled_back' | 'failed' | 'timeout';
+
+export type RolloutResult = { outcome: RolloutOutcome; reason: string };
+
+export type RolloutProgress = {
+  updateState: UpdateState | null;
+  /** Tasks of this deployment that are running (healthy). */
+  runningReplicas: number;
+  desiredReplicas: number;
+  tasks: TaskInfo[];
+};
+
+export type WaitForRolloutOptions = {
+  deploymentId: string;
+  desiredReplicas: number;
+  deadline: Date;
+  signal?: AbortSignal;
+  /** Called whenever the observed state changes. */
+  onProgress?: (progress: RolloutProgress) => void;
+  /** Failed tasks of this deployment after which a rollout Swarm does not supervise counts as failed. */
+  failedTaskLimit?: number;
+};
+
+export type LogStream = 'stdout' | 'stderr';
+
+export type LogLine = {
+  timestamp: Date;
+  stream: LogStream;
+  taskId: string;
+  /** The task's slot; null when Swarm no longer knows the task (pruned from its history). */
+  replica: number | null;
+  line: string;
+};
+
+export type ServiceLogsOptions = {
+  since?: Date;
+  /** Lines per task from the end of the log. */
+  tail?: number;
+  follow: boolean;
+  signal?: AbortSignal;
+};
+
+export type UpdateServiceOptions = { forceRestart?: boolean };
+
+export interface Orchestrator {
+  ensureSwarm(options: { initIfMissing: boolean; advertiseAddr?: string }): Promise<{ nodeId: string }>;
+
+  /** Overlay, attachable; returns the existing network when one of that name exists. */
+  ensureNetwork(name: string, labels: Record<string, string>): Promise<{ id: string }>;
+  /** True when the network is gone (or never existed); false when it is still in use. */
+  removeNetwork(name: string): Promise<boolean>;
+
+  createService(spec: SwarmServiceSpec): Promise<{ id: string }>;
+  updateService(id: string, spec: SwarmServiceSpec, options?: UpdateServiceOptions): Promise<void>;
+  /** Swarm's own rollback to the service's previous spec. */
+  rollbackService(id: string): Promise<void>;
+  removeService(id: string): Promise<void>;
+  findServiceByName(name: string): Promise<ServiceInfo | null>;
+  findServicesByLabel(label: string, value: string): Promise<ServiceInfo[]>;
+  inspectService(id: string): Promise<ServiceInfo>;
+
+  listTasks(serviceId: string): Promise<TaskInfo[]>;
+  waitForRollout(serviceId: string, options: WaitForRolloutOptions): Promise<RolloutResult>;
+
+  serviceLogs(serviceId: string, options: ServiceLogsOptions): AsyncIterable<LogLine>;
+}
+
+export type OrchestratorErrorCode = 'NOT_FOUND' | 'CONFLICT' | 'UNAVAILABLE' | 'INVALID';
+
+export class OrchestratorError extends Error {
+  override readonly name = 'OrchestratorError';
+
+  constructor(
+    readonly code: OrchestratorErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,303 @@
+// Docker Swarm implementation of the Orchestrator, over the Engine API through dockerode (never the CLI).
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Readable } from 'node:stream';
+import Docker from 'dockerode';
+import {
+  DEPLOYMENT_LABEL,
+  OrchestratorError,
+  type LogLine,
+  type Orchestrator,
+  type RolloutResult,
+  type ServiceInfo,
+  type ServiceLogsOptions,
+  type SwarmServiceSpec,
+  type TaskInfo,
+  type UpdateServiceOptions,
+  type WaitForRolloutOptions,
+} from './orchestrator.js';
+import {
+  toDockerServiceSpec,
+  toObservedService,
+  toObservedTask,
+  toServiceInfo,
+  toTaskInfo,
+  type DockerTask,
+  type ObservedTask,
+} from './docker-spec.js';
+import { toOrchestratorError } from './docker-errors.js';
+import { readDockerFrames } from './docker-frames.js';
+import { RolloutTracker } from './rollout.js';
+import { parseServiceLogPayload, TaskSlotLookup } from './service-logs.js';
+
+const ROLLOUT_POLL_MS = 300;
+const DEFAULT_FAILED_TASK_LIMIT = 3;
+const SWARM_LISTEN_ADDR = '0.0.0.0:2377';
+
+/** Accepts DOCKER_HOST forms: unix:///var/run/docker.sock, tcp://host:2375, http(s)://host:port. */
+export function dockerFromHost(dockerHost: string): Docker {
+  let url: URL;
+  try {
+    url = new URL(dockerHost);
+  } catch {
+    throw new OrchestratorError('INVALID', `DOCKER_HOST ${dockerHost} is not a URL`);
+  }
+  switch (url.protocol) {
+    case 'unix:':
+      return new Docker({ socketPath: url.pathname });
+    case 'tcp:':
+    case 'http:':
+      return new Docker({ host: url.hostname, port: Number(url.port || 2375), protocol: 'http' });
+    case 'https:':
+      return new Docker({ host: url.hostname, port: Number(url.port || 2376), protocol: 'https' });
+    default:
+      throw new OrchestratorError('INVALID', `DOCKER_HOST scheme ${url.protocol} is not supported`);
+  }
+}
+
+export class SwarmOrchestrator implements Orchestrator {
+  private readonly docker: Docker;
+
+  constructor(docker: Docker | string) {
+    this.docker = typeof docker === 'string' ? dockerFromHost(docker) : docker;
+  }
+
+  async ensureSwarm(options: { initIfMissing: boolean; advertiseAddr?: string }): Promise<{ nodeId: string }> {
+    let swarm = await this.swarmState();
+    if (swarm.LocalNodeState === 'inactive') {
+      if (!options.initIfMissing) throw new OrchestratorError('UNAVAILABLE', 'the Docker engine is not part of a swarm');
+      await this.call('initialise the swarm', () =>
+        this.docker.swarmInit({ ListenAddr: SWARM_LISTEN_ADDR, AdvertiseAddr: options.advertiseAddr }),
+      );
+      swarm = await this.swarmState();
+    }
+    if (swarm.LocalNodeState !== 'active') {
+      const detail = swarm.Error ? `: ${swarm.Error}` : '';
+      throw new OrchestratorError('UNAVAILABLE', `the swarm is ${swarm.LocalNodeState}${detail}`);
+    }
+    // Only managers accept service and network changes.
+    if (!swarm.ControlAvailable) {
+      throw new OrchestratorError('UNAVAILABLE', 'this Docker engine is a swarm worker; Convoy needs a manager');
+    }
+    return { nodeId: swarm.NodeID };
+  }
+
+  async ensureNetwork(name: string, labels: Record<string, string>): Promise<{ id: string }> {
+    const existing = await this.findNetwork(name);
+    if (existing) return this.checkedOverlay(existing);
+    try {
+      const network = await this.call(`create network ${name}`, () =>
+        this.docker.createNetwork({ Name: name, Driver: 'overlay', Attachable: true, CheckDuplicate: true, Labels: labels }),
+      );
+      return { id: network.id };
+    } catch (error) {
+      // Another caller created it between our lookup and our create.
+      const created = isCode(error, 'CONFLICT') ? await this.findNetwork(name) : null;
+      if (created) return this.checkedOverlay(created);
+      throw error;
+    }
+  }
+
+  async removeNetwork(name: string): Promise<boolean> {
+    const network = await this.findNetwork(name);
+    if (!network) return true;
+    try {
+      await this.call(`remove network ${name}`, () => this.docker.getNetwork(network.Id).remove());
+      return true;
+    } catch (error) {
+      if (isCode(error, 'NOT_FOUND')) return true;
+      if (isCode(error, 'CONFLICT')) return false;
+      throw error;
+    }
+  }
+
+  async createService(spec: SwarmServiceSpec): Promise<{ id: string }> {
+    assertDeploymentLabel(spec);
+    const service = await this.call(`create service ${spec.name}`, () =>
+      this.docker.createService(toDockerServiceSpec(spec, 0)),
+    );
+    return { id: service.id };
+  }
+
+  async updateService(id: string, spec: SwarmServiceSpec, options: UpdateServiceOptions = {}): Promise<void> {
+    assertDeploymentLabel(spec);
+    const current = await this.inspectRaw(id);
+    if (current.Spec?.Name !== spec.name) {
+      throw new OrchestratorError('INVALID', `service ${id} is named ${current.Spec?.Name}, not ${spec.name}: Swarm cannot rename`);
+    }
+    // Swarm restarts tasks only when the task template changes; bumping ForceUpdate is that change.
+    const forceUpdate = toObservedService(current).forceUpdate + (options.forceRestart ? 1 : 0);
+    await this.call(`update service ${spec.name}`, () =>
+      this.docker.getService(id).update({
+        _query: { version: current.Version?.Index },
+        _body: toDockerServiceSpec(spec, forceUpdate),
+      }),
+    );
+  }
+
+  async rollbackService(id: string): Promise<void> {
+    const current = await this.inspectRaw(id);
+    if (!current.PreviousSpec) {
+      throw new OrchestratorError('CONFLICT', `service ${current.Spec?.Name ?? id} has no previous spec to roll back to`);
+    }
+    await this.call(`roll back service ${current.Spec?.Name ?? id}`, () =>
+      this.docker.getService(id).update({
+        _query: { version: current.Version?.Index, rollback: 'previous' },
+        _body: current.Spec,
+      }),
+    );
+  }
+
+  async removeService(id: string): Promise<void> {
+    try {
+      await this.call(`remove service ${id}`, () => this.docker.getService(id).remove());
+    } catch (error) {
+      if (!isCode(error, 'NOT_FOUND')) throw error;
+    }
+  }
+
+  async findServiceByName(name: string): Promise<ServiceInfo | null> {
+    // The name filter matches prefixes: keep the exact match only.
+    const services = await this.call(`find service ${name}`, () => this.docker.listServices({ filters: { name: [name] } }));
+    const match = services.find((service) => service.Spec?.Name === name);
+    return match ? toServiceInfo(match) : null;
+  }
+
+  async findServicesByLabel(label: string, value: string): Promise<ServiceInfo[]> {
+    const services = await this.call(`find services with ${label}=${value}`, () =>
+      this.docker.listServices({ filters: { label: [`${label}=${value}`] } }),
+    );
+    return services.map(toServiceInfo);
+  }
+
+  async inspectService(id: string): Promise<ServiceInfo> {
+    return toServiceInfo(await this.inspectRaw(id));
+  }
+
+  async listTasks(serviceId: string): Promise<TaskInfo[]> {
+    return (await this.listRawTasks(serviceId)).map(toTaskInfo);
+  }
+
+  async waitForRollout(serviceId: string, options: WaitForRolloutOptions): Promise<RolloutResult> {
+    const { deploymentId, desiredReplicas, deadline, signal, onProgress } = options;
+    const tracker = new RolloutTracker({
+      deploymentId,
+      desiredReplicas,
+      failedTaskLimit: options.failedTaskLimit ?? DEFAULT_FAILED_TASK_LIMIT,
+    });
+    const startedAt = Date.now();
+    for (;;) {
+      signal?.throwIfAborted();
+      const [service, tasks] = await Promise.all([this.inspectRaw(serviceId), this.listObservedTasks(serviceId)]);
+      const result = tracker.observe(toObservedService(service), tasks);
+      const progress = tracker.progressIfChanged();
+      if (progress) onProgress?.(progress);
+      if (result) return result;
+
+      const remainingMs = deadline.getTime() - Date.now();
+      if (remainingMs <= 0) return tracker.resultAtDeadline(Date.now() - startedAt);
+      await sleep(Math.min(ROLLOUT_POLL_MS, remainingMs), undefined, { signal });
+    }
+  }
+
+  async *serviceLogs(serviceId: string, options: ServiceLogsOptions): AsyncGenerator<LogLine> {
+    if (options.signal?.aborted) return;
+    // Our own controller also covers the consumer calling return(): finally aborts the request either way.
+    const request = new AbortController();
+    const abortRequest = () => request.abort();
+    options.signal?.addEventListener('abort', abortRequest, { once: true });
+    const slots = new TaskSlotLookup(() => this.listTasks(serviceId));
+    let body: Readable | undefined;
+    try {
+      body = await this.openServiceLogs(serviceId, options, request.signal);
+      for await (const frame of readDockerFrames(body)) {
+        const parsed = parseServiceLogPayload(frame.payload);
+        if (!parsed || frame.stream === 'stdin') continue;
+        yield { ...parsed, stream: frame.stream, replica: await slots.slotOf(parsed.taskId) };
+      }
+    } catch (error) {
+      if (request.signal.aborted) return;
+      throw toOrchestratorError(error, `read logs of service ${serviceId}`);
+    } finally {
+      options.signal?.removeEventListener('abort', abortRequest);
+      request.abort();
+      body?.destroy();
+    }
+  }
+
+  private async openServiceLogs(serviceId: string, options: ServiceLogsOptions, signal: AbortSignal): Promise<Readable> {
+    const response = await this.call(`read logs of service ${serviceId}`, () =>
+      this.docker.getService(serviceId).logs({
+        stdout: true,
+        stderr: true,
+        timestamps: true,
+        details: true,
+        follow: options.follow,
+        ...(options.since ? { since: (options.since.getTime() / 1000).toFixed(3) } : {}),
+        ...(options.tail !== undefined ? { tail: options.tail } : {}),
+        abortSignal: signal,
+      }),
+    );
+    // dockerode buffers the whole body unless following.
+    return Buffer.isBuffer(response) ? Readable.from([response]) : (response as Readable);
+  }
+
+  private async swarmState(): Promise<SwarmLocalState> {
+    const info = await this.call('read the Docker engine info', () => this.docker.info());
+    return (info as { Swarm: SwarmLocalState }).Swarm;
+  }
+
+  private async findNetwork(name: string): Promise<Docker.NetworkInspectInfo | null> {
+    // The name filter matches substrings: keep the exact match only.
+    const networks = await this.call(`find network ${name}`, () => this.docker.listNetworks({ filters: { name: [name] } }));
+    return networks.find((network) => network.Name === name) ?? null;
+  }
+
+  private checkedOverlay(network: Docker.NetworkInspectInfo): { id: string } {
+    if (network.Driver !== 'overlay' || network.Scope !== 'swarm') {
+      throw new OrchestratorError(
+        'CONFLICT',
+        `network ${network.Name} exists as a ${network.Scope} ${network.Driver} network, not a swarm overlay`,
+      );
+    }
+    return { id: network.Id };
+  }
+
+  private inspectRaw(id: string): Promise<Docker.Service> {
+    return this.call(`inspect service ${id}`, () => this.docker.getService(id).inspect() as Promise<Docker.Service>);
+  }
+
+  private listRawTasks(serviceId: string): Promise<DockerTask[]> {
+    return this.call(`list tasks of service ${serviceId}`, () =>
+      this.docker.listTasks({ filters: { service: [serviceId] } }) as Promise<DockerTask[]>,
+    );
+  }
+
+  private async listObservedTasks(serviceId: string): Promise<ObservedTask[]> {
+    return (await this.listRawTasks(serviceId)).map(toObservedTask);
+  }
+
+  private async call<T>(action: string, operation: () => Promise<T>): Promise<T> {
+    try {
+      return await operation();
+    } catch (error) {
+      throw toOrchestratorError(error, action);
+    }
+  }
+}
+
+type SwarmLocalState = {
+  NodeID: string;
+  LocalNodeState: 'inactive' | 'pending' | 'active' | 'error' | 'locked';
+  ControlAvailable: boolean;
+  Error?: string;
+};
+
+function assertDeploymentLabel(spec: SwarmServiceSpec): void {
+  if (!spec.containerLabels[DEPLOYMENT_LABEL]) {
+    throw new OrchestratorError('INVALID', `service ${spec.name} needs the container label ${DEPLOYMENT_LABEL}`);
+  }
+}
+
+function isCode(error: unknown, code: OrchestratorError['code']): boolean {
+  return error instanceof OrchestratorError && error.code === code;
+}

@@ -1,0 +1,86 @@
+// A real Convoy API on an ephemeral port, against this file's own database and Redis prefix.
+import { randomBytes } from 'node:crypto';
+import { loadConfig, type Config } from '../../src/config.js';
+import { createApp, type App } from '../../src/app.js';
+import { startServer, type RunningServer } from '../../src/graphql/server.js';
+import { createDockerClient } from '../../src/platform/docker/client.js';
+import { createLogger } from '../../src/platform/logging/logger.js';
+import { createTestDatabase, deleteRedisPrefix, REDIS_URL, uniqueRedisPrefix } from './database.js';
+
+export type GqlResult<T = any> = { data?: T; errors?: { message: string; extensions?: Record<string, unknown>; path?: string[] }[] };
+
+export type TestApi = {
+  app: App;
+  server: RunningServer;
+  url: string;
+  config: Config;
+  queries: string[];
+  gql<T = any>(query: string, variables?: Record<string, unknown>, auth?: { token?: string; org?: string; headers?: Record<string, string> }): Promise<GqlResult<T>>;
+  register(name?: string): Promise<TestUser>;
+  close(): Promise<void>;
+};
+
+export type TestUser = { id: string; email: string; password: string; accessToken: string; refreshToken: string; organizationId: string };
+
+export async function startTestApi(overrides: Record<string, string> = {}): Promise<TestApi> {
+  const database = await createTestDatabase();
+  const prefix = uniqueRedisPrefix();
+  const config = loadConfig({
+    NODE_ENV: 'test',
+    DATABASE_URL: database.url,
+    REDIS_URL,
+    REDIS_PREFIX: prefix,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    CONVOY_SECRET_KEY: randomBytes(32).toString('hex'),
+    MIGRATE_ON_START: 'false',
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    ...overrides,
+  });
+  const queries: string[] = [];
+  const app = await createApp(config, { onQuery: (sql) => queries.push(sql), log: createLogger(config.logLevel) });
+  const server = await startServer(app, { port: 0, host: '127.0.0.1', docker: createDockerClient(config.dockerHost) });
+
+  const gql: TestApi['gql'] = async (query, variables = {}, auth = {}) => {
+    const headers: Record<string, string> = { 'content-type': 'application/json', ...auth.headers };
+    if (auth.token) headers.authorization = `Bearer ${auth.token}`;
+    if (auth.org) headers['x-convoy-organization'] = auth.org;
+    const response = await fetch(`${server.url}/graphql`, { method: 'POST', headers, body: JSON.stringify({ query, variables }) });
+    return (await response.json()) as GqlResult;
+  };
+
+  const register: TestApi['register'] = async (name = 'Test User') => {
+    const email = `user-${randomBytes(5).toString('hex')}@example.com`;
+    const password = 'correct horse battery staple';
+    const result = await gql(
+      `mutation($input: RegisterInput!) { register(input: $input) { __typename ... on AuthPayload { user { id memberships { organization { id } } } tokens { accessToken refreshToken } } ... on Error { message } } }`,
+      { input: { email, password, name } },
+    );
+    const payload = result.data?.register;
+    if (payload?.__typename !== 'AuthPayload') throw new Error(`register failed: ${JSON.stringify(result)}`);
+    return {
+      id: payload.user.id,
+      email,
+      password,
+      accessToken: payload.tokens.accessToken,
+      refreshToken: payload.tokens.refreshToken,
+      organizationId: payload.user.memberships[0].organization.id,
+    };
+  };
+
+  return {
+    app,
+    server,
+    url: server.url,
+    config,
+    queries,
+    gql,
+    register,
+    async close() {
+      await server.close();
+      await app.close();
+      await database.drop();
+      await deleteRedisPrefix(prefix);
+    },
+  };
+}
