@@ -1,10 +1,9 @@
 // Writes the printed SDL to schema/schema.graphql; with --check, fails when the file has drifted.
 import { readFile, writeFile } from 'node:fs/promises';
-import { printSchema, lexicographicSortSchema } from 'graphql';
-import { schema } from '../src/graphql/schema.js';
+import { printSchemaSDL } from '../src/graphql/schema.js';
 
 const target = new URL('../schema/schema.graphql', import.meta.url);
-const printed = `${printSchema(lexicographicSortSchema(schema))}\n`;
+const printed = printSchemaSDL();
 if (process.argv.includes('--check')) {
   const committed = await readFile(target, 'utf8').catch(() => '');
   if (committed !== printed) {

@@ -3,7 +3,7 @@ import type pg from 'pg';
 import type { Config } from './config.js';
 import { createDb, type Db } from './platform/db/client.js';
 import { applyPendingMigrations } from './platform/db/migrations.js';
-import { createRedis, type Redis } from './platform/redis/connection.js';
+import { closeRedis, createRedis, type Redis } from './platform/redis/connection.js';
 import { RedisEventBus } from './platform/events/bus.js';
 import { createLogger, type Logger } from './platform/logging/logger.js';
 import type { ConvoyBus, ConvoyEvents } from './events.js';
@@ -26,8 +26,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     if (applied.length) log.info({ applied }, 'applied database migrations');
   }
   const { db, pool } = createDb({ connectionString: config.databaseUrl, poolSize: config.databasePoolSize, onQuery: options.onQuery });
-  const redis = createRedis(config.redisUrl);
-  const subscriber = createRedis(config.redisUrl);
+  const reportRedisError = (error: Error) => log.warn({ err: error }, 'Redis connection error');
+  const redis = createRedis(config.redisUrl, reportRedisError);
+  const subscriber = createRedis(config.redisUrl, reportRedisError);
   const bus = new RedisEventBus<ConvoyEvents>(redis, subscriber, config.redisPrefix);
   return {
     config,
@@ -37,7 +38,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     log,
     async close() {
       await bus.close();
-      await Promise.allSettled([db.$disconnect(), redis.quit(), subscriber.quit()]);
+      await Promise.allSettled([db.$disconnect(), closeRedis(redis), closeRedis(subscriber)]);
       await (pool as pg.Pool).end().catch(() => {});
     },
   };

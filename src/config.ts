@@ -19,7 +19,7 @@ const schema = z.object({
   REFRESH_TOKEN_TTL_SECONDS: z.coerce.number().int().min(60).default(30 * 24 * 3600),
   GRAPHQL_MAX_DEPTH: z.coerce.number().int().min(2).default(12),
   GRAPHQL_MAX_ALIASES: z.coerce.number().int().min(1).default(30),
-  GRAPHQL_MAX_COST: z.coerce.number().int().min(10).default(5000),
+  GRAPHQL_MAX_COST: z.coerce.number().int().min(10).default(50000),
   GRAPHQL_MAX_TOKENS: z.coerce.number().int().min(100).default(2000),
   MIGRATE_ON_START: z.enum(['true', 'false', '1', '0']).default('true').transform((v) => v === 'true' || v === '1'),
 });

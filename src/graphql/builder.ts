@@ -43,14 +43,18 @@ export const builder = new SchemaBuilder<{
       return new GraphQLError(result.message || 'Not authorized', { extensions: { code: 'FORBIDDEN' } });
     },
   },
-  errors: { defaultTypes: [] },
+  // Argument validation runs before the resolver's auth wrappers, so it is only used on public
+  // mutations (register, login); org-scoped mutations validate inside their services, after auth,
+  // with the same shared schemas.
+  errors: { defaultTypes: [], unsafelyHandleInputErrors: true },
   validation: {
     validationError: (failure) =>
       new ValidationError(
-        failure.issues.map((issue) => ({
-          path: (issue.path ?? []).map((p) => String(typeof p === 'object' && p !== null && 'key' in p ? p.key : p)),
-          message: issue.message,
-        })),
+        failure.issues.map((issue) => {
+          const path = (issue.path ?? []).map((p) => String(typeof p === 'object' && p !== null && 'key' in p ? p.key : p));
+          // Paths are reported relative to the `input` argument, as services report them.
+          return { path: path[0] === 'input' ? path.slice(1) : path, message: issue.message };
+        }),
       ),
   },
   prisma: {

@@ -1,4 +1,5 @@
 // Imports every module's types, then prints one schema. Adding a module = adding one import here.
+import { lexicographicSortSchema, printSchema } from 'graphql';
 import { builder } from './builder.js';
 import './scalars.js';
 import './errors.js';
@@ -8,3 +9,8 @@ import '../modules/services/schema.js';
 import '../modules/audit/schema.js';
 
 export const schema = builder.toSchema({ sortSchema: true });
+
+/** The SDL committed as schema/schema.graphql (printed with the same graphql instance as the schema). */
+export function printSchemaSDL(): string {
+  return `${printSchema(lexicographicSortSchema(schema))}\n`;
+}

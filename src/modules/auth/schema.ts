@@ -31,9 +31,11 @@ const AuthPayload = builder.objectRef<{ user: { id: string }; tokens: auth.Token
 
 const RegisterInput = builder.inputType('RegisterInput', {
   fields: (t) => ({ email: t.string({ required: true }), password: t.string({ required: true }), name: t.string({ required: true }) }),
+  validate: auth.registerInput,
 });
 const LoginInput = builder.inputType('LoginInput', {
   fields: (t) => ({ email: t.string({ required: true }), password: t.string({ required: true }) }),
+  validate: auth.loginInput,
 });
 
 builder.mutationField('register', (t) =>

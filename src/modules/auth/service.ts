@@ -21,8 +21,8 @@ export const WORKER_TOKEN_PREFIX = 'cvy_wrk';
 // A dummy hash keeps login timing the same whether or not the email exists.
 const DUMMY_HASH = 'scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=';
 
-const registerInput = z.object({ email, password, name: displayName });
-const loginInput = z.object({ email, password: z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters') });
+export const registerInput = z.object({ email, password, name: displayName });
+export const loginInput = z.object({ email, password: z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters') });
 const apiTokenInput = z.object({
   name: displayName,
   expiresInDays: z.number().int().min(1, 'must be at least 1 day').max(3650, 'must be at most 3650 days').nullish(),

@@ -5,7 +5,7 @@ import { ConflictError, ForbiddenError, NotFoundError, QuotaExceededError, Valid
 import { actorOf } from '../common/graphql.js';
 import type { ServiceEvent } from '../../events.js';
 import * as services from './service.js';
-import { createServiceInput, updateServiceInput, type HealthCheckSpec, type PortSpec } from './validation.js';
+import type { HealthCheckSpec, PortSpec } from './validation.js';
 
 export const ServiceStatusEnum = builder.enumType(ServiceStatus, { name: 'ServiceStatus' });
 const SourceTypeEnum = builder.enumType(SourceType, { name: 'SourceType' });
@@ -167,7 +167,6 @@ const CreateServiceInput = builder.inputType('CreateServiceInput', {
     healthCheck: t.field({ type: HealthCheckInput }),
     customDomains: t.stringList(),
   }),
-  validate: createServiceInput,
 });
 
 const UpdateServiceInput = builder.inputType('UpdateServiceInput', {
@@ -182,7 +181,6 @@ const UpdateServiceInput = builder.inputType('UpdateServiceInput', {
     clearHealthCheck: t.boolean(),
     customDomains: t.stringList(),
   }),
-  validate: updateServiceInput,
 });
 
 const serviceErrors = [ValidationError, NotFoundError, ForbiddenError, ConflictError, QuotaExceededError];

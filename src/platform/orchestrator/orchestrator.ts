@@ -192,7 +192,10 @@ export interface Orchestrator {
 
   createService(spec: SwarmServiceSpec): Promise<{ id: string }>;
   updateService(id: string, spec: SwarmServiceSpec, options?: UpdateServiceOptions): Promise<void>;
-  /** Swarm's own rollback to the service's previous spec. */
+  /**
+   * Swarm's own rollback to the service's previous spec. Swarm swaps the two specs, so a second call goes
+   * forward again; after an automatic rollback there is no previous spec left (CONFLICT).
+   */
   rollbackService(id: string): Promise<void>;
   removeService(id: string): Promise<void>;
   findServiceByName(name: string): Promise<ServiceInfo | null>;

@@ -1,0 +1,331 @@
+// NixBuilder: the Builder on the node's Nix store (shared by every build on the node), driven through
+// nix-instantiate / nix-store with argument arrays. A build is: instantiate -> if the output is
+// already valid it is a cache hit -> otherwise realise -> query the closure and its size.
+import { realpathSync, statSync } from 'node:fs';
+import { access } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, isAbsolute, join } from 'node:path';
+import { z } from 'zod';
+import type { BuildArgs, Builder, BuildOptions, BuildResult, BuildSource, BuildStatus, EvaluateResult, LogStream } from './builder.js';
+import { runProcessTree, type ProcessEnding, type TreeRunResult } from './process-tree.js';
+
+export interface NixBuilderOptions {
+  /** Binary caches to use instead of nix.conf's; [] uses none (offline nodes: avoids retry delays). */
+  substituters?: string[];
+  trustedPublicKeys?: string[];
+  /** Any further `--option name value` pairs. */
+  nixOptions?: Record<string, string>;
+  /** NIX_PATH for `<nixpkgs>`; defaults to this process's NIX_PATH. */
+  nixPath?: string;
+  /** A static busybox handed to every expression that asks for `convoyBusybox` (offline templates). */
+  staticBusybox?: string | null;
+  defaultBuildTimeoutMs?: number;
+  evaluationTimeoutMs?: number;
+  /** Grace period between SIGTERM and SIGKILL when a build is stopped. */
+  stopGraceMs?: number;
+}
+
+const DEFAULT_BUILD_TIMEOUT_MS = 60 * 60_000;
+const DEFAULT_EVALUATION_TIMEOUT_MS = 60_000;
+const MAX_ERROR_LENGTH = 4_000;
+const ARG_NAME = /^[A-Za-z_][A-Za-z0-9_'-]*$/;
+const ATTRIBUTE_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
+
+/** Reads the builder's settings from the environment (NIX_SUBSTITUTERS, NIX_TRUSTED_PUBLIC_KEYS, ...). */
+export function nixBuilderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): NixBuilderOptions {
+  const list = z.string().transform((v) => v.split(/\s+/).filter(Boolean));
+  const parsed = z
+    .object({
+      NIX_SUBSTITUTERS: list.optional(),
+      NIX_TRUSTED_PUBLIC_KEYS: list.optional(),
+      NIX_PATH: z.string().optional(),
+      CONVOY_STATIC_BUSYBOX: z.string().optional(),
+      BUILD_TIMEOUT_SECONDS: z.coerce.number().int().positive().optional(),
+    })
+    .parse(env);
+  return {
+    substituters: parsed.NIX_SUBSTITUTERS,
+    trustedPublicKeys: parsed.NIX_TRUSTED_PUBLIC_KEYS,
+    nixPath: parsed.NIX_PATH,
+    staticBusybox: parsed.CONVOY_STATIC_BUSYBOX,
+    defaultBuildTimeoutMs: parsed.BUILD_TIMEOUT_SECONDS === undefined ? undefined : parsed.BUILD_TIMEOUT_SECONDS * 1000,
+  };
+}
+
+type StepFailure = { status: Exclude<BuildStatus, 'SUCCEEDED'>; error: string };
+type Step<T> = { ok: true; value: T } | ({ ok: false } & StepFailure);
+
+interface StepContext {
+  signal: AbortSignal;
+  /** Why `signal` was aborted, once it is. */
+  stopReason: () => ProcessEnding;
+  /** The limit behind `signal`, for messages. */
+  timeoutMs: number;
+  onLog?: (line: string, stream: LogStream) => void;
+}
+
+export class NixBuilder implements Builder {
+  private readonly busybox: string | undefined;
+
+  constructor(private readonly options: NixBuilderOptions = {}) {
+    this.busybox = resolveStaticBusybox(options.staticBusybox === undefined ? '/bin/busybox' : options.staticBusybox);
+  }
+
+  async evaluate(source: BuildSource, options: { timeoutMs?: number } = {}): Promise<EvaluateResult> {
+    const timeoutMs = options.timeoutMs ?? this.options.evaluationTimeoutMs ?? DEFAULT_EVALUATION_TIMEOUT_MS;
+    const { controller, stopReason, dispose } = buildStopper(undefined, timeoutMs);
+    try {
+      const step = await this.instantiate(source, { signal: controller.signal, stopReason, timeoutMs });
+      return step.ok ? { ok: true, drvPath: step.value } : { ok: false, error: step.error };
+    } finally {
+      dispose();
+    }
+  }
+
+  async build(source: BuildSource, options: BuildOptions = {}): Promise<BuildResult> {
+    const started = performance.now();
+    const timeoutMs = options.timeoutMs ?? this.options.defaultBuildTimeoutMs ?? DEFAULT_BUILD_TIMEOUT_MS;
+    const { controller, stopReason, dispose } = buildStopper(options.signal, timeoutMs);
+    const context: StepContext = { signal: controller.signal, stopReason, timeoutMs, onLog: options.onLog };
+    const result: BuildResult = { status: 'FAILED', drvPath: null, outPath: null, closure: [], closureSizeBytes: 0, durationMs: 0, cacheHit: false };
+    try {
+      Object.assign(result, await this.runBuildSteps(source, context, result));
+    } finally {
+      dispose();
+      result.durationMs = Math.round(performance.now() - started);
+    }
+    if (result.status !== 'SUCCEEDED') options.onLog?.(`build ${result.status.toLowerCase()}: ${result.error ?? ''}`.trim(), 'convoy');
+    return result;
+  }
+
+  /** Fills `progress` as it goes, so a failed build still reports how far it got. */
+  private async runBuildSteps(source: BuildSource, context: StepContext, progress: BuildResult): Promise<Partial<BuildResult>> {
+    const drv = await this.instantiate(source, context);
+    if (!drv.ok) return drv;
+    progress.drvPath = drv.value;
+
+    const out = await this.mainOutput(drv.value, context);
+    if (!out.ok) return out;
+    progress.outPath = out.value;
+
+    const valid = await this.isValid(out.value, context);
+    if (!valid.ok) return valid;
+    progress.cacheHit = valid.value;
+    if (valid.value) {
+      context.onLog?.(`${out.value} is already in the store: cache hit, nothing to build`, 'convoy');
+    } else {
+      const realised = await this.realise(drv.value, context);
+      if (!realised.ok) return realised;
+    }
+
+    const closure = await this.closureWithSize(out.value, context);
+    if (!closure.ok) return closure;
+    return { status: 'SUCCEEDED', closure: closure.value.paths, closureSizeBytes: closure.value.sizeBytes };
+  }
+
+  private async instantiate(source: BuildSource, context: StepContext): Promise<Step<string>> {
+    const target = await this.targetArgs(source);
+    if (!target.ok) return target;
+    const run = target.value.flake
+      ? await this.run('nix', [...FLAKE_FEATURES, 'path-info', '--derivation', ...this.optionArgs(), ...target.value.args], context, target.value.cwd)
+      : await this.run('nix-instantiate', [...this.optionArgs(), ...target.value.args], context, target.value.cwd);
+    const failure = failureOf(run, context, 'evaluation failed');
+    if (failure) return failure;
+    const drvPaths = run.stdout.split('\n').map((l) => l.trim()).filter((l) => l.endsWith('.drv'));
+    if (drvPaths.length !== 1) {
+      const error = drvPaths.length === 0
+        ? 'the expression does not evaluate to a derivation'
+        : `the expression evaluates to ${drvPaths.length} derivations; it must give exactly one (select a component)`;
+      return { ok: false, status: 'FAILED', error };
+    }
+    return { ok: true, value: drvPaths[0] };
+  }
+
+  private async targetArgs(source: BuildSource): Promise<Step<{ args: string[]; flake: boolean; cwd?: string }>> {
+    const args = this.argstrArgs(source.args ?? {});
+    if (!args.ok) return args;
+    switch (source.kind) {
+      case 'expression':
+        // Relative paths in a user expression resolve against an empty, harmless directory.
+        return { ok: true, value: { args: [...args.value, '--expr', source.expression], flake: false, cwd: tmpdir() } };
+      case 'template':
+        if (!isAbsolute(source.templateDir)) return invalid('template directory must be an absolute path');
+        if (!ATTRIBUTE_NAME.test(source.component)) return invalid(`invalid component name: ${JSON.stringify(source.component)}`);
+        return { ok: true, value: { args: [...args.value, source.templateDir, '--attr', source.component], flake: false } };
+      case 'file':
+        return this.fileTargetArgs(source.path, args.value);
+    }
+  }
+
+  private async fileTargetArgs(path: string, args: string[]): Promise<Step<{ args: string[]; flake: boolean }>> {
+    if (!isAbsolute(path)) return invalid('source path must be absolute');
+    if (path.endsWith('.nix') || (await exists(join(path, 'default.nix')))) return { ok: true, value: { args: [...args, path], flake: false } };
+    if (await exists(join(path, 'flake.nix'))) {
+      if (args.length > 0) return invalid('a flake takes no arguments');
+      return { ok: true, value: { args: [`path:${path}`], flake: true } };
+    }
+    return invalid(`no default.nix or flake.nix in ${path}`);
+  }
+
+  private argstrArgs(args: BuildArgs): Step<string[]> {
+    const all: BuildArgs = { ...(this.busybox ? { convoyBusybox: this.busybox } : {}), ...args };
+    const result: string[] = [];
+    for (const [name, value] of Object.entries(all).sort(([a], [b]) => a.localeCompare(b))) {
+      if (!ARG_NAME.test(name)) return invalid(`invalid argument name: ${JSON.stringify(name)}`);
+      result.push('--argstr', name, value);
+    }
+    return { ok: true, value: result };
+  }
+
+  private async mainOutput(drvPath: string, context: StepContext): Promise<Step<string>> {
+    // The `out` binding is the main output; derivations without one fall back to their first output.
+    const binding = await this.run('nix-store', ['--query', '--binding', 'out', drvPath], context);
+    if (binding.ending === 'exited' && binding.exitCode === 0 && binding.stdout.trim()) return { ok: true, value: binding.stdout.trim() };
+    const outputs = await this.run('nix-store', ['--query', '--outputs', drvPath], context);
+    const failure = failureOf(outputs, context, 'could not read the derivation outputs');
+    if (failure) return failure;
+    const first = outputs.stdout.split('\n')[0]?.trim();
+    return first ? { ok: true, value: first } : { ok: false, status: 'FAILED', error: `${drvPath} has no outputs` };
+  }
+
+  private async isValid(storePath: string, context: StepContext): Promise<Step<boolean>> {
+    const run = await this.run('nix-store', ['--check-validity', '--print-invalid', storePath], context);
+    const failure = failureOf(run, context, 'could not check the store');
+    if (failure) return failure;
+    return { ok: true, value: run.stdout.trim() === '' };
+  }
+
+  private async realise(drvPath: string, context: StepContext): Promise<Step<void>> {
+    const run = await this.run('nix-store', ['--realise', ...this.optionArgs(), drvPath], context);
+    const failure = failureOf(run, context, 'build failed');
+    return failure ?? { ok: true, value: undefined };
+  }
+
+  private async closureWithSize(outPath: string, context: StepContext): Promise<Step<{ paths: string[]; sizeBytes: number }>> {
+    const requisites = await this.run('nix-store', ['--query', '--requisites', outPath], context);
+    const failure = failureOf(requisites, context, 'could not read the closure');
+    if (failure) return failure;
+    const paths = requisites.stdout.split('\n').map((l) => l.trim()).filter(Boolean).sort();
+    const sizes = await this.run('nix-store', ['--query', '--size', ...paths], context);
+    const sizeFailure = failureOf(sizes, context, 'could not read the closure size');
+    if (sizeFailure) return sizeFailure;
+    const sizeBytes = sizes.stdout.split('\n').filter(Boolean).reduce((sum, l) => sum + Number(l.trim()), 0);
+    return { ok: true, value: { paths, sizeBytes } };
+  }
+
+  private optionArgs(): string[] {
+    const options: Record<string, string> = { ...this.options.nixOptions };
+    if (this.options.substituters) options.substituters = this.options.substituters.join(' ');
+    if (this.options.trustedPublicKeys) options['trusted-public-keys'] = this.options.trustedPublicKeys.join(' ');
+    return Object.entries(options).flatMap(([name, value]) => ['--option', name, value]);
+  }
+
+  private run(tool: string, args: string[], context: StepContext, cwd?: string): Promise<TreeRunResult> {
+    return runProcessTree(tool, args, {
+      env: this.environment(),
+      cwd,
+      signal: context.signal,
+      stopGraceMs: this.options.stopGraceMs,
+      onLine: (line, stream) => {
+        if (!isNixNoise(line)) context.onLog?.(line, stream);
+      },
+    });
+  }
+
+  /** Only what Nix needs: evaluation can read the environment (builtins.getEnv), and ours holds secrets. */
+  private environment(): Record<string, string> {
+    const env: Record<string, string> = {
+      PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+      HOME: process.env.HOME ?? '/root',
+      TMPDIR: tmpdir(),
+    };
+    const nixPath = this.options.nixPath ?? process.env.NIX_PATH;
+    if (nixPath) env.NIX_PATH = nixPath;
+    return env;
+  }
+}
+
+const FLAKE_FEATURES = ['--extra-experimental-features', 'nix-command flakes'];
+
+function buildStopper(external: AbortSignal | undefined, timeoutMs: number) {
+  const controller = new AbortController();
+  let reason: ProcessEnding = 'cancelled';
+  const onExternalAbort = () => controller.abort();
+  if (external?.aborted) controller.abort();
+  external?.addEventListener('abort', onExternalAbort, { once: true });
+  const timer = setTimeout(() => {
+    reason = 'timed_out';
+    controller.abort();
+  }, timeoutMs);
+  return {
+    controller,
+    stopReason: () => reason,
+    dispose: () => {
+      clearTimeout(timer);
+      external?.removeEventListener('abort', onExternalAbort);
+    },
+  };
+}
+
+/** Maps a finished nix command to a step failure, or undefined when it succeeded. */
+function failureOf(run: TreeRunResult, context: StepContext, what: string): ({ ok: false } & StepFailure) | undefined {
+  const ending = run.ending === 'exited' && context.signal.aborted ? context.stopReason() : run.ending;
+  if (ending === 'cancelled') return { ok: false, status: 'CANCELLED', error: 'build cancelled' };
+  if (ending === 'timed_out') {
+    return { ok: false, status: 'TIMED_OUT', error: `timed out after ${formatSeconds(context.timeoutMs)}` };
+  }
+  if (run.spawnError) return { ok: false, status: 'FAILED', error: `${what}: ${run.spawnError}` };
+  if (run.exitCode !== 0) return { ok: false, status: 'FAILED', error: cleanNixError(run.stderrTail) || `${what} (exit code ${run.exitCode})` };
+  return undefined;
+}
+
+/** Nix's own error text without colours, warnings or the --show-trace hint. */
+export function cleanNixError(stderrLines: string[]): string {
+  const lines = stderrLines
+    .map(stripAnsi)
+    .filter((l) => !l.startsWith('warning: ') && !l.includes("use '--show-trace'"));
+  // Builder output can precede Nix's error: keep from Nix's last `error:` block on.
+  const lastError = lines.map((l) => l.startsWith('error:')).lastIndexOf(true);
+  const text = (lastError >= 0 ? lines.slice(lastError) : lines).join('\n').trim();
+  return text.length > MAX_ERROR_LENGTH ? `${text.slice(0, MAX_ERROR_LENGTH)}…` : text;
+}
+
+function formatSeconds(ms: number): string {
+  return `${Math.round(ms / 100) / 10} s`;
+}
+
+function stripAnsi(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/\u001b\[[0-9;]*[A-Za-z]/g, '');
+}
+
+function isNixNoise(line: string): boolean {
+  return line.startsWith("warning: you did not specify '--add-root'");
+}
+
+function invalid(error: string): { ok: false } & StepFailure {
+  return { ok: false, status: 'FAILED', error };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Busybox picks its applet from argv[0], so Nix needs the binary under its own name in a real
+ * (non-symlinked) directory: Debian's /bin is a symlink to /usr/bin, hence the realpath.
+ */
+function resolveStaticBusybox(path: string | null): string | undefined {
+  if (path === null) return undefined;
+  try {
+    const real = realpathSync(path);
+    return basename(real) === 'busybox' && statSync(real).isFile() ? real : undefined;
+  } catch {
+    return undefined;
+  }
+}
