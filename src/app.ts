@@ -7,6 +7,12 @@ import { closeRedis, createRedis, type Redis } from './platform/redis/connection
 import { RedisEventBus } from './platform/events/bus.js';
 import { createLogger, type Logger } from './platform/logging/logger.js';
 import type { ConvoyBus, ConvoyEvents } from './events.js';
+import type { Queue } from 'bullmq';
+import { createQueue, QUEUES } from './platform/queue/queues.js';
+import { SwarmOrchestrator, type Orchestrator } from './platform/orchestrator/index.js';
+import { createDockerClient } from './platform/docker/client.js';
+import type { DeployJob } from './modules/deployments/service.js';
+import type Docker from 'dockerode';
 
 export type App = {
   config: Config;
@@ -14,6 +20,9 @@ export type App = {
   redis: Redis;
   bus: ConvoyBus;
   log: Logger;
+  docker: Docker;
+  orchestrator: Orchestrator;
+  queues: { deployments: Queue<DeployJob> };
   close(): Promise<void>;
 };
 
@@ -30,14 +39,21 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const redis = createRedis(config.redisUrl, reportRedisError);
   const subscriber = createRedis(config.redisUrl, reportRedisError);
   const bus = new RedisEventBus<ConvoyEvents>(redis, subscriber, config.redisPrefix);
+  const docker = createDockerClient(config.dockerHost);
+  const orchestrator = new SwarmOrchestrator(docker);
+  const deployments = createQueue<DeployJob>(QUEUES.deployments, { redisUrl: config.redisUrl, prefix: config.redisPrefix, onError: reportRedisError });
   return {
     config,
     db,
     redis,
     bus,
     log,
+    docker,
+    orchestrator,
+    queues: { deployments },
     async close() {
       await bus.close();
+      await deployments.close().catch(() => {});
       await Promise.allSettled([db.$disconnect(), closeRedis(redis), closeRedis(subscriber)]);
       await (pool as pg.Pool).end().catch(() => {});
     },

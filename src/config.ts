@@ -21,6 +21,16 @@ const schema = z.object({
   GRAPHQL_MAX_ALIASES: z.coerce.number().int().min(1).default(30),
   GRAPHQL_MAX_COST: z.coerce.number().int().min(10).default(50000),
   GRAPHQL_MAX_TOKENS: z.coerce.number().int().min(100).default(2000),
+  // Deploys. VIP endpoints and the ingress mesh need IPVS; dnsrr works everywhere.
+  CONVOY_ENDPOINT_MODE: z.enum(['vip', 'dnsrr']).default('vip'),
+  CONVOY_SWARM_INIT: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
+  CONVOY_DEPLOY_TIMEOUT_SECONDS: z.coerce.number().int().min(5).max(3600).default(300),
+  CONVOY_UPDATE_MONITOR_SECONDS: z.coerce.number().min(0).max(600).default(10),
+  CONVOY_STOP_GRACE_SECONDS: z.coerce.number().min(0).max(600).default(10),
+  CONVOY_DRIFT_POLICY: z.enum(['recreate', 'mark']).default('recreate'),
+  CONVOY_RECONCILE_INTERVAL_SECONDS: z.coerce.number().min(1).max(3600).default(30),
+  CONVOY_JOB_LOCK_SECONDS: z.coerce.number().min(2).max(600).default(30),
+  CONVOY_DEPLOY_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(8),
   MIGRATE_ON_START: z.enum(['true', 'false', '1', '0']).default('true').transform((v) => v === 'true' || v === '1'),
 });
 
@@ -40,6 +50,17 @@ export type Config = {
   refreshTokenTtlSeconds: number;
   limits: { maxDepth: number; maxAliases: number; maxCost: number; maxTokens: number };
   migrateOnStart: boolean;
+  deploy: {
+    endpointMode: 'vip' | 'dnsrr';
+    initSwarm: boolean;
+    timeoutSeconds: number;
+    updateMonitorSeconds: number;
+    stopGraceSeconds: number;
+    driftPolicy: 'recreate' | 'mark';
+    reconcileIntervalSeconds: number;
+    jobLockSeconds: number;
+    concurrency: number;
+  };
 };
 
 export class ConfigError extends Error {}
@@ -74,6 +95,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     refreshTokenTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
     limits: { maxDepth: e.GRAPHQL_MAX_DEPTH, maxAliases: e.GRAPHQL_MAX_ALIASES, maxCost: e.GRAPHQL_MAX_COST, maxTokens: e.GRAPHQL_MAX_TOKENS },
     migrateOnStart: e.MIGRATE_ON_START,
+    deploy: {
+      endpointMode: e.CONVOY_ENDPOINT_MODE,
+      initSwarm: e.CONVOY_SWARM_INIT,
+      timeoutSeconds: e.CONVOY_DEPLOY_TIMEOUT_SECONDS,
+      updateMonitorSeconds: e.CONVOY_UPDATE_MONITOR_SECONDS,
+      stopGraceSeconds: e.CONVOY_STOP_GRACE_SECONDS,
+      driftPolicy: e.CONVOY_DRIFT_POLICY,
+      reconcileIntervalSeconds: e.CONVOY_RECONCILE_INTERVAL_SECONDS,
+      jobLockSeconds: e.CONVOY_JOB_LOCK_SECONDS,
+      concurrency: e.CONVOY_DEPLOY_CONCURRENCY,
+    },
   };
 }
 

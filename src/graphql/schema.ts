@@ -6,6 +6,8 @@ import './errors.js';
 import '../modules/auth/schema.js';
 import '../modules/organizations/schema.js';
 import '../modules/services/schema.js';
+import '../modules/deployments/schema.js';
+import '../modules/logs/schema.js';
 import '../modules/audit/schema.js';
 
 export const schema = builder.toSchema({ sortSchema: true });

@@ -14,6 +14,7 @@ import { authenticate } from '../modules/auth/service.js';
 import { DomainError, NotFoundError, ForbiddenError, UnauthenticatedError, ValidationError, ConflictError, QuotaExceededError } from '../modules/common/errors.js';
 import type { Caller } from '../modules/auth/caller.js';
 import { checkReadiness } from './readiness.js';
+import { handleLogDownload, LOG_DOWNLOAD_PATH } from '../modules/logs/http.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -126,6 +127,11 @@ export async function startServer(app: App, options: { port: number; host: strin
       void checkReadiness(app, options.docker).then((report) => {
         res.writeHead(report.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(report));
       });
+      return;
+    }
+    const logs = LOG_DOWNLOAD_PATH.exec(path);
+    if (logs && req.method === 'GET') {
+      void handleLogDownload(app, req, res, logs[1]);
       return;
     }
     void yoga(req, res);

@@ -5,6 +5,8 @@ import { createApp, type App } from '../../src/app.js';
 import { startServer, type RunningServer } from '../../src/graphql/server.js';
 import { createDockerClient } from '../../src/platform/docker/client.js';
 import { createLogger } from '../../src/platform/logging/logger.js';
+import { startDeployController } from '../../src/modules/deployments/controller.js';
+import { organizationNetworkName, swarmServiceName } from '../../src/modules/deployments/spec.js';
 import { createTestDatabase, deleteRedisPrefix, REDIS_URL, uniqueRedisPrefix } from './database.js';
 
 export type GqlResult<T = any> = { data?: T; errors?: { message: string; extensions?: Record<string, unknown>; path?: string[] }[] };
@@ -22,7 +24,19 @@ export type TestApi = {
 
 export type TestUser = { id: string; email: string; password: string; accessToken: string; refreshToken: string; organizationId: string };
 
-export async function startTestApi(overrides: Record<string, string> = {}): Promise<TestApi> {
+/** Deploy settings for tests: dnsrr (no IPVS here), short monitor windows and locks. */
+export const DEPLOY_TEST_SETTINGS: Record<string, string> = {
+  CONVOY_ENDPOINT_MODE: 'dnsrr',
+  CONVOY_UPDATE_MONITOR_SECONDS: '2',
+  CONVOY_STOP_GRACE_SECONDS: '1',
+  CONVOY_JOB_LOCK_SECONDS: '4',
+  CONVOY_DEPLOY_TIMEOUT_SECONDS: '60',
+  CONVOY_RECONCILE_INTERVAL_SECONDS: '2',
+};
+
+export type TestApiOptions = { controller?: boolean };
+
+export async function startTestApi(overrides: Record<string, string> = {}, options: TestApiOptions = {}): Promise<TestApi> {
   const database = await createTestDatabase();
   const prefix = uniqueRedisPrefix();
   const config = loadConfig({
@@ -40,6 +54,7 @@ export async function startTestApi(overrides: Record<string, string> = {}): Prom
   const queries: string[] = [];
   const app = await createApp(config, { onQuery: (sql) => queries.push(sql), log: createLogger(config.logLevel) });
   const server = await startServer(app, { port: 0, host: '127.0.0.1', docker: createDockerClient(config.dockerHost) });
+  const controller = options.controller ? await startDeployController(app) : null;
 
   const gql: TestApi['gql'] = async (query, variables = {}, auth = {}) => {
     const headers: Record<string, string> = { 'content-type': 'application/json', ...auth.headers };
@@ -78,9 +93,27 @@ export async function startTestApi(overrides: Record<string, string> = {}): Prom
     register,
     async close() {
       await server.close();
+      await controller?.close();
+      await removeSwarmObjects(app);
       await app.close();
       await database.drop();
       await deleteRedisPrefix(prefix);
     },
   };
+}
+
+/** Removes the Swarm services and networks of every service and organization in this test's database. */
+async function removeSwarmObjects(app: App) {
+  const [services, orgs] = await Promise.all([app.db.service.findMany({ select: { id: true } }), app.db.organization.findMany({ select: { id: true } })]);
+  for (const { id } of services) {
+    const swarm = await app.orchestrator.findServiceByName(swarmServiceName(id)).catch(() => null);
+    if (swarm) await app.orchestrator.removeService(swarm.id).catch(() => {});
+  }
+  for (const { id } of orgs) {
+    // Tasks take a moment to detach from a network after their service is removed.
+    for (let attempt = 0; attempt < 20; attempt++) {
+      if (await app.orchestrator.removeNetwork(organizationNetworkName(id)).catch(() => false)) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
 }

@@ -89,3 +89,20 @@ it('rolls a healthy update back to the previous spec on request', async () => {
   expect(await orchestrator.inspectService(id)).toMatchObject({ image: tags.good, deploymentLabel: 'dep-1' });
   expect((await runProbeContainer(networkName, ncGet(name))).stdout).toMatch(/\r\n\r\ngood version\n$/);
 });
+
+it('reports failed when the update policy pauses on failure, with the old version still serving', async () => {
+  const name = uniqueName('rbp');
+  const id = await createHealthyService(name, tags.good, 'dep-good');
+  const pausing = specFor(name, tags.broken, 'dep-broken');
+  pausing.update = { ...pausing.update, failureAction: 'pause' };
+
+  await orchestrator.updateService(id, pausing);
+  const result = await orchestrator.waitForRollout(id, { deploymentId: 'dep-broken', desiredReplicas: 1, deadline: inMs(60_000) });
+
+  expect(result.outcome).toBe('failed');
+  expect(result.reason).toMatch(
+    /^update paused due to failure or early termination of task [a-z0-9]{25}: task: non-zero exit \(143\): dockerexec: unhealthy container$/,
+  );
+  expect(await orchestrator.inspectService(id)).toMatchObject({ deploymentLabel: 'dep-broken', updateStatus: { state: 'paused' } });
+  expect((await runProbeContainer(networkName, ncGet(name))).stdout).toMatch(/\r\n\r\ngood version\n$/);
+});

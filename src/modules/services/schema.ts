@@ -5,6 +5,7 @@ import { ConflictError, ForbiddenError, NotFoundError, QuotaExceededError, Valid
 import { actorOf } from '../common/graphql.js';
 import type { ServiceEvent } from '../../events.js';
 import * as services from './service.js';
+import { queueRemoval } from '../deployments/service.js';
 import type { HealthCheckSpec, PortSpec } from './validation.js';
 
 export const ServiceStatusEnum = builder.enumType(ServiceStatus, { name: 'ServiceStatus' });
@@ -220,6 +221,7 @@ builder.mutationField('deleteService', (t) =>
     args: { id: t.arg.id({ required: true }) },
     resolve: async (query, _root, args, ctx) => {
       const service = await services.deleteService(ctx.app, actorOf(ctx), String(args.id));
+      await queueRemoval(ctx.app, service.id);
       return ctx.app.db.service.findUniqueOrThrow({ ...query, where: { id: service.id } });
     },
   }),

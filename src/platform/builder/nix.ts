@@ -269,7 +269,8 @@ function buildStopper(external: AbortSignal | undefined, timeoutMs: number) {
 
 /** Maps a finished nix command to a step failure, or undefined when it succeeded. */
 function failureOf(run: TreeRunResult, context: StepContext, what: string): ({ ok: false } & StepFailure) | undefined {
-  const ending = run.ending === 'exited' && context.signal.aborted ? context.stopReason() : run.ending;
+  // Steps run under the build's signal only, which knows whether it was a cancel or the time limit.
+  const ending = context.signal.aborted ? context.stopReason() : run.ending;
   if (ending === 'cancelled') return { ok: false, status: 'CANCELLED', error: 'build cancelled' };
   if (ending === 'timed_out') {
     return { ok: false, status: 'TIMED_OUT', error: `timed out after ${formatSeconds(context.timeoutMs)}` };

@@ -35,6 +35,7 @@ export interface TreeRunResult {
 
 const DEFAULT_STOP_GRACE_MS = 5_000;
 const DEFAULT_STDERR_TAIL = 200;
+const STREAM_GRACE_MS = 2_000;
 
 export async function runProcessTree(file: string, args: readonly string[], options: TreeRunOptions): Promise<TreeRunResult> {
   if (options.signal?.aborted) return { ending: 'cancelled', exitCode: undefined, stdout: '', stderrTail: [] };
@@ -55,6 +56,15 @@ export async function runProcessTree(file: string, args: readonly string[], opti
     return { ending: 'exited', exitCode: undefined, stdout: '', stderrTail: [], spawnError: result.shortMessage };
   }
   trackGroup(pid);
+  subprocess.once('exit', () => {
+    // Whatever is left in the group is a stray; and a process that left the group (an ssh
+    // ControlPersist master, a daemon) may still hold our pipes: stop waiting for them after a while.
+    signalGroup(pid, 'SIGKILL');
+    setTimeout(() => {
+      subprocess.stdout?.destroy();
+      subprocess.stderr?.destroy();
+    }, STREAM_GRACE_MS).unref();
+  });
 
   let stdout = '';
   const tailLimit = options.stderrTailLines ?? DEFAULT_STDERR_TAIL;
@@ -104,6 +114,8 @@ function readLines(stream: Readable | null, onLine: (line: string) => void): Pro
     const lines = createInterface({ input: stream, crlfDelay: Infinity });
     lines.on('line', onLine);
     lines.on('close', resolve);
+    // A destroyed stream (see STREAM_GRACE_MS) closes without ending, which readline ignores.
+    stream.on('close', () => lines.close());
   });
 }
 

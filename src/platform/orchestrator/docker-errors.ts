@@ -9,6 +9,7 @@ const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ENOENT', 'EACCES', 'ECONNRES
 const GRPC_CODES: Array<[string, OrchestratorErrorCode]> = [
   ['code = NotFound', 'NOT_FOUND'],
   ['code = AlreadyExists', 'CONFLICT'],
+  ['name conflicts with an existing object', 'CONFLICT'], // a concurrent create, reported as code Unknown
   ['code = FailedPrecondition', 'CONFLICT'],
   ['update out of sequence', 'CONFLICT'],
   ['code = InvalidArgument', 'INVALID'],

@@ -203,8 +203,14 @@ export interface Orchestrator {
   inspectService(id: string): Promise<ServiceInfo>;
 
   listTasks(serviceId: string): Promise<TaskInfo[]>;
+  /**
+   * Polls until the deployment is healthy (Swarm's update is over and exactly desiredReplicas tasks of this
+   * deployment run, nothing else does), rolled back or failed, or the deadline passes. Rejects with an
+   * AbortError when the signal aborts, and with NOT_FOUND when the service disappears.
+   */
   waitForRollout(serviceId: string, options: WaitForRolloutOptions): Promise<RolloutResult>;
 
+  /** Ends (without an error) when the signal aborts or the consumer stops iterating; the request is closed. */
   serviceLogs(serviceId: string, options: ServiceLogsOptions): AsyncIterable<LogLine>;
 }
 

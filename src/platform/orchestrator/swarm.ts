@@ -32,6 +32,7 @@ import { parseServiceLogPayload, TaskSlotLookup } from './service-logs.js';
 const ROLLOUT_POLL_MS = 300;
 const DEFAULT_FAILED_TASK_LIMIT = 3;
 const SWARM_LISTEN_ADDR = '0.0.0.0:2377';
+const NETWORK_ALLOCATION_POLLS = 30;
 
 /** Accepts DOCKER_HOST forms: unix:///var/run/docker.sock, tcp://host:2375, http(s)://host:port. */
 export function dockerFromHost(dockerHost: string): Docker {
@@ -82,7 +83,7 @@ export class SwarmOrchestrator implements Orchestrator {
   }
 
   async ensureNetwork(name: string, labels: Record<string, string>): Promise<{ id: string }> {
-    const existing = await this.findNetwork(name);
+    const existing = await this.findAllocatedNetwork(name);
     if (existing) return this.checkedOverlay(existing);
     try {
       const network = await this.call(`create network ${name}`, () =>
@@ -91,7 +92,7 @@ export class SwarmOrchestrator implements Orchestrator {
       return { id: network.id };
     } catch (error) {
       // Another caller created it between our lookup and our create.
-      const created = isCode(error, 'CONFLICT') ? await this.findNetwork(name) : null;
+      const created = isCode(error, 'CONFLICT') ? await this.findAllocatedNetwork(name) : null;
       if (created) return this.checkedOverlay(created);
       throw error;
     }
@@ -250,6 +251,15 @@ export class SwarmOrchestrator implements Orchestrator {
     // The name filter matches substrings: keep the exact match only.
     const networks = await this.call(`find network ${name}`, () => this.docker.listNetworks({ filters: { name: [name] } }));
     return networks.find((network) => network.Name === name) ?? null;
+  }
+
+  /** Swarm reports a new network's driver only once its allocator has run: give it a moment. */
+  private async findAllocatedNetwork(name: string): Promise<Docker.NetworkInspectInfo | null> {
+    for (let attempt = 0; ; attempt++) {
+      const network = await this.findNetwork(name);
+      if (!network || network.Driver || attempt >= NETWORK_ALLOCATION_POLLS) return network;
+      await sleep(100);
+    }
   }
 
   private checkedOverlay(network: Docker.NetworkInspectInfo): { id: string } {

@@ -1,0 +1,2 @@
+-- AlterEnum
+ALTER TYPE "DeploymentStatus" ADD VALUE 'COMPLETED';

@@ -1,0 +1,134 @@
+// The controller side of deploys: applies a deployment to Swarm and decides its outcome from what
+// Swarm reports about the new spec's tasks, never from an API call returning.
+import type { Db } from '../../platform/db/client.js';
+import type { Deployment, Service } from '../../generated/prisma/client.js';
+import { DeploymentKind, DeploymentStatus, ServiceStatus } from '../../generated/prisma/enums.js';
+import type { ConvoyBus } from '../../events.js';
+import type { Config } from '../../config.js';
+import type { Logger } from '../../platform/logging/logger.js';
+import type { Orchestrator, RolloutResult } from '../../platform/orchestrator/index.js';
+import { transitionServiceStatus } from '../services/service.js';
+import { FINISHED_STATUSES } from './service.js';
+import { organizationNetworkName, swarmServiceName, toSwarmSpec, type DeploymentConfig } from './spec.js';
+
+export type RunnerDeps = { db: Db; bus: ConvoyBus; config: Config; orchestrator: Orchestrator; log: Logger };
+
+async function recordDeploymentStatus(deps: RunnerDeps, deployment: Deployment, organizationId: string, status: DeploymentStatus, message: string, extra: { startedAt?: Date; deadlineAt?: Date } = {}) {
+  const finished = FINISHED_STATUSES.includes(status);
+  await deps.db.deployment.update({
+    where: { id: deployment.id },
+    data: { status, ...(finished ? { finishedAt: new Date() } : {}), ...(status === DeploymentStatus.FAILED ? { reason: message.slice(0, 2000) } : {}), ...extra, events: { create: { status, message: message.slice(0, 2000) } } },
+  });
+  await deps.bus.publish('deployment', deployment.id, { deploymentId: deployment.id, serviceId: deployment.serviceId, organizationId, status, message, at: new Date().toISOString() });
+}
+
+function activeServiceStatus(kind: DeploymentKind): ServiceStatus {
+  return kind === DeploymentKind.ROLLBACK ? ServiceStatus.ROLLING_BACK : ServiceStatus.DEPLOYING;
+}
+
+function specFor(deps: RunnerDeps, service: Service, deployment: Deployment) {
+  return toSwarmSpec(
+    { serviceId: service.id, organizationId: service.organizationId, deploymentId: deployment.id, image: deployment.image, replicas: deployment.replicas, config: deployment.config as unknown as DeploymentConfig },
+    deps.config.deploy,
+  );
+}
+
+/** Idempotent: a finished deployment is left alone; an interrupted one resumes where Swarm is. */
+export async function runDeployment(deps: RunnerDeps, deploymentId: string, signal?: AbortSignal): Promise<void> {
+  const deployment = await deps.db.deployment.findUnique({ where: { id: deploymentId }, include: { service: true } });
+  if (!deployment || FINISHED_STATUSES.includes(deployment.status)) return;
+  const { service } = deployment;
+  if (service.deletedAt) {
+    await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.CANCELLED, 'the service was deleted');
+    return;
+  }
+
+  const deadline = deployment.deadlineAt ?? new Date(Date.now() + deps.config.deploy.timeoutSeconds * 1000);
+  if (deployment.status === DeploymentStatus.QUEUED) {
+    await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.DEPLOYING, `applying ${deployment.image} with ${deployment.replicas} replica(s)`, { startedAt: new Date(), deadlineAt: deadline });
+  }
+  if (deployment.kind !== DeploymentKind.STOP) await transitionServiceStatus(deps, service.id, activeServiceStatus(deployment.kind), `${deployment.kind.toLowerCase()} ${deployment.id} started`);
+
+  const spec = specFor(deps, service, deployment);
+  await deps.orchestrator.ensureNetwork(organizationNetworkName(service.organizationId), { 'convoy.organization-id': service.organizationId, 'convoy.managed': 'true' });
+  const existing = await deps.orchestrator.findServiceByName(spec.name);
+  let swarmServiceId: string;
+  if (!existing) {
+    swarmServiceId = (await deps.orchestrator.createService(spec)).id;
+  } else {
+    swarmServiceId = existing.id;
+    // Already applied by an earlier attempt of this job (the controller crashed while watching): just watch.
+    if (existing.deploymentLabel !== deployment.id) {
+      const forceRestart = deployment.kind === DeploymentKind.RESTART || deployment.kind === DeploymentKind.REDEPLOY;
+      await deps.orchestrator.updateService(existing.id, spec, { forceRestart });
+    }
+  }
+  await deps.db.deployment.update({ where: { id: deployment.id }, data: { swarmServiceId } });
+
+  const result = await deps.orchestrator.waitForRollout(swarmServiceId, { deploymentId: deployment.id, desiredReplicas: spec.replicas, deadline, signal, failedTaskLimit: 3 });
+  if (signal?.aborted) return; // shutting down: the job is retried and resumes watching
+  if (result.outcome === 'healthy') await markHealthy(deps, service, deployment);
+  else await handleFailure(deps, service, deployment, swarmServiceId, result);
+}
+
+async function markHealthy(deps: RunnerDeps, service: Service, deployment: Deployment) {
+  if (deployment.kind === DeploymentKind.STOP) {
+    await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.COMPLETED, 'every task stopped');
+    await transitionServiceStatus(deps, service.id, ServiceStatus.STOPPED, `stopped by deployment ${deployment.id}`);
+    return;
+  }
+  const fresh = await deps.db.service.findUniqueOrThrow({ where: { id: service.id } });
+  await deps.db.$transaction(async (tx) => {
+    if (fresh.currentDeploymentId && fresh.currentDeploymentId !== deployment.id) {
+      await tx.deployment.updateMany({ where: { id: fresh.currentDeploymentId, status: DeploymentStatus.RUNNING }, data: { status: DeploymentStatus.SUPERSEDED } });
+    }
+    await tx.service.update({ where: { id: service.id }, data: { currentDeploymentId: deployment.id } });
+  });
+  await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.RUNNING, `${deployment.replicas} of ${deployment.replicas} task(s) running and healthy`);
+  const target = deployment.replicas === 0 ? ServiceStatus.STOPPED : ServiceStatus.RUNNING;
+  await transitionServiceStatus(deps, service.id, target, `deployment ${deployment.id} is healthy`);
+}
+
+/**
+ * Swarm rolls back by itself when an update fails its health gate. When it could not (a fresh
+ * service, a deadline), Convoy puts the previous healthy deployment's spec back itself.
+ */
+async function handleFailure(deps: RunnerDeps, service: Service, deployment: Deployment, swarmServiceId: string, result: RolloutResult) {
+  const reason = `${result.outcome === 'timeout' ? 'not healthy before the deadline' : result.outcome.replace('_', ' ')}: ${result.reason}`;
+  await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.FAILED, reason);
+  const fresh = await deps.db.service.findUniqueOrThrow({ where: { id: service.id } });
+  const previous = fresh.currentDeploymentId ? await deps.db.deployment.findUnique({ where: { id: fresh.currentDeploymentId } }) : null;
+
+  if (!previous) {
+    // Nothing healthy to return to: stop the crash loop, keep the Swarm service for its logs.
+    await deps.orchestrator.updateService(swarmServiceId, { ...specFor(deps, service, deployment), replicas: 0 }).catch((error) => deps.log.warn({ err: error }, 'could not scale a failed first deployment to zero'));
+    await transitionServiceStatus(deps, service.id, ServiceStatus.FAILED, `deployment ${deployment.id} failed: ${reason}`);
+    return;
+  }
+  if (result.outcome !== 'rolled_back') {
+    await transitionServiceStatus(deps, service.id, ServiceStatus.ROLLING_BACK, `restoring deployment ${previous.id}`);
+    const info = await deps.orchestrator.inspectService(swarmServiceId);
+    if (info.deploymentLabel !== previous.id) await deps.orchestrator.updateService(swarmServiceId, specFor(deps, service, previous));
+    const restored = await deps.orchestrator.waitForRollout(swarmServiceId, { deploymentId: previous.id, desiredReplicas: previous.replicas, deadline: new Date(Date.now() + deps.config.deploy.timeoutSeconds * 1000) });
+    if (restored.outcome !== 'healthy') {
+      await transitionServiceStatus(deps, service.id, ServiceStatus.FAILED, `deployment ${deployment.id} failed and restoring ${previous.id} failed too: ${restored.reason}`);
+      return;
+    }
+  }
+  const status = previous.kind === DeploymentKind.STOP || previous.replicas === 0 ? ServiceStatus.STOPPED : ServiceStatus.RUNNING;
+  await transitionServiceStatus(deps, service.id, status, `deployment ${deployment.id} failed (${reason}); still on deployment ${previous.id}`);
+}
+
+/** Removes the Swarm service of a deleted Convoy service, and its organization's network once unused. */
+export async function removeServiceRuntime(deps: RunnerDeps, serviceId: string): Promise<void> {
+  const existing = await deps.orchestrator.findServiceByName(swarmServiceName(serviceId));
+  if (existing) await deps.orchestrator.removeService(existing.id);
+  const service = await deps.db.service.findUnique({ where: { id: serviceId } });
+  if (!service) return;
+  await deps.db.deployment.updateMany({ where: { serviceId, status: { in: [DeploymentStatus.QUEUED, DeploymentStatus.DEPLOYING] } }, data: { status: DeploymentStatus.CANCELLED, finishedAt: new Date() } });
+  const others = await deps.orchestrator.findServicesByLabel('convoy.organization-id', service.organizationId);
+  if (others.filter((s) => s.id !== existing?.id).length === 0) {
+    // Swarm may take a moment to detach the removed tasks; the reconciler retries later if still in use.
+    await deps.orchestrator.removeNetwork(organizationNetworkName(service.organizationId)).catch(() => false);
+  }
+}

@@ -1,0 +1,135 @@
+import { GraphQLError } from 'graphql';
+import { builder } from '../../graphql/builder.js';
+import { DeploymentKind, DeploymentStatus } from '../../generated/prisma/enums.js';
+import { ConflictError, NotFoundError, QuotaExceededError, ValidationError } from '../common/errors.js';
+import { actorOf } from '../common/graphql.js';
+import type { DeploymentEvent } from '../../events.js';
+import * as deployments from './service.js';
+
+const DeploymentStatusEnum = builder.enumType(DeploymentStatus, { name: 'DeploymentStatus' });
+const DeploymentKindEnum = builder.enumType(DeploymentKind, { name: 'DeploymentKind' });
+
+builder.prismaObject('DeploymentEvent', {
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    status: t.expose('status', { type: DeploymentStatusEnum }),
+    message: t.exposeString('message'),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+  }),
+});
+
+builder.prismaObject('Deployment', {
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    kind: t.expose('kind', { type: DeploymentKindEnum }),
+    status: t.expose('status', { type: DeploymentStatusEnum }),
+    image: t.exposeString('image'),
+    replicas: t.exposeInt('replicas'),
+    reason: t.exposeString('reason', { nullable: true, description: 'Why it was made, or why it failed' }),
+    queuedAt: t.expose('queuedAt', { type: 'DateTime' }),
+    startedAt: t.expose('startedAt', { type: 'DateTime', nullable: true }),
+    finishedAt: t.expose('finishedAt', { type: 'DateTime', nullable: true }),
+    durationMs: t.int({
+      nullable: true,
+      select: { startedAt: true, finishedAt: true },
+      resolve: (d) => (d.startedAt && d.finishedAt ? d.finishedAt.getTime() - d.startedAt.getTime() : null),
+    }),
+    service: t.relation('service'),
+    previous: t.relation('previous', { nullable: true, description: 'The deployment this one replaced' }),
+    triggeredBy: t.relation('triggeredBy', { nullable: true }),
+    events: t.relation('events', { query: { orderBy: { createdAt: 'asc' } } }),
+  }),
+});
+
+builder.prismaObjectField('Service', 'currentDeployment', (t) =>
+  t.relation('currentDeployment', { nullable: true, description: 'The last deployment that became healthy' }),
+);
+builder.prismaObjectField('Service', 'deployments', (t) =>
+  t.relatedConnection('deployments', { cursor: 'id', query: { orderBy: { createdAt: 'desc' } } }),
+);
+
+builder.queryField('deployment', (t) =>
+  t.prismaField({
+    type: 'Deployment',
+    nullable: true,
+    authScopes: { member: true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (query, _root, args, ctx) =>
+      ctx.app.db.deployment.findFirst({ ...query, where: { id: String(args.id), service: { organizationId: actorOf(ctx).organizationId } } }),
+  }),
+);
+
+builder.queryField('deployments', (t) =>
+  t.prismaConnection({
+    type: 'Deployment',
+    cursor: 'id',
+    authScopes: { member: true },
+    maxSize: 100,
+    args: { serviceId: t.arg.id({ required: true }) },
+    resolve: (query, _root, args, ctx) =>
+      ctx.app.db.deployment.findMany({ ...query, where: { serviceId: String(args.serviceId), service: { organizationId: actorOf(ctx).organizationId } }, orderBy: { createdAt: 'desc' } }),
+  }),
+);
+
+const lifecycleErrors = [ValidationError, NotFoundError, ConflictError, QuotaExceededError];
+
+/** Every lifecycle mutation answers at once with the queued deployment. */
+function lifecycleMutation(
+  name: string,
+  description: string,
+  run: (ctx: Parameters<typeof actorOf>[0], serviceId: string, args: { image?: string | null; replicas?: number | null; toDeploymentId?: string | number | null }) => Promise<{ id: string }>,
+  extraArgs: 'image' | 'replicas' | 'toDeploymentId' | null,
+) {
+  builder.mutationField(name, (t) =>
+    t.prismaField({
+      type: 'Deployment',
+      description,
+      authScopes: { member: true },
+      errors: { types: lifecycleErrors, directResult: true, union: { name: `${name[0].toUpperCase()}${name.slice(1)}Result` } },
+      args: {
+        serviceId: t.arg.id({ required: true }),
+        ...(extraArgs === 'image' ? { image: t.arg.string({ description: 'Defaults to the service image' }) } : {}),
+        ...(extraArgs === 'replicas' ? { replicas: t.arg.int({ required: true }) } : {}),
+        ...(extraArgs === 'toDeploymentId' ? { toDeploymentId: t.arg.id({ description: 'Defaults to the healthy deployment before the current one' }) } : {}),
+      },
+      resolve: async (query, _root, args, ctx) => {
+        const deployment = await run(ctx, String(args.serviceId), args as never);
+        return ctx.app.db.deployment.findUniqueOrThrow({ ...query, where: { id: deployment.id } });
+      },
+    }),
+  );
+}
+
+lifecycleMutation('deployService', 'Rolls out an image; RUNNING once Swarm runs the desired number of healthy tasks of it', (ctx, id, a) => deployments.deployService(ctx.app, actorOf(ctx), id, a.image), 'image');
+lifecycleMutation('redeployService', 'Re-applies the current configuration and image with new tasks', (ctx, id) => deployments.redeployService(ctx.app, actorOf(ctx), id), null);
+lifecycleMutation('restartService', 'New tasks with the same image and configuration; no rebuild', (ctx, id) => deployments.restartService(ctx.app, actorOf(ctx), id), null);
+lifecycleMutation('scaleService', 'Changes the number of replicas', (ctx, id, a) => deployments.scaleService(ctx.app, actorOf(ctx), id, a.replicas!), 'replicas');
+lifecycleMutation('stopService', 'Scales to zero, keeping configuration and history', (ctx, id) => deployments.stopService(ctx.app, actorOf(ctx), id), null);
+lifecycleMutation('startService', 'Starts a stopped service with its last healthy deployment', (ctx, id) => deployments.startService(ctx.app, actorOf(ctx), id), null);
+lifecycleMutation('rollbackService', 'Rolls back to an earlier deployment that became healthy', (ctx, id, a) => deployments.rollbackService(ctx.app, actorOf(ctx), id, a.toDeploymentId ? String(a.toDeploymentId) : null), 'toDeploymentId');
+
+const DeploymentEventRef = builder.objectRef<DeploymentEvent>('DeploymentStatusEvent').implement({
+  fields: (t) => ({
+    deploymentId: t.exposeID('deploymentId'),
+    serviceId: t.exposeID('serviceId'),
+    status: t.field({ type: DeploymentStatusEnum, resolve: (e) => e.status as DeploymentStatus }),
+    message: t.exposeString('message'),
+    at: t.field({ type: 'DateTime', resolve: (e) => e.at }),
+  }),
+});
+
+builder.subscriptionField('deploymentEvents', (t) =>
+  t.field({
+    type: DeploymentEventRef,
+    description: 'Status changes of one deployment, with the reason for each',
+    authScopes: { member: true },
+    args: { deploymentId: t.arg.id({ required: true }) },
+    subscribe: async (_root, args, ctx) => {
+      const id = String(args.deploymentId);
+      const exists = await ctx.app.db.deployment.count({ where: { id, service: { organizationId: actorOf(ctx).organizationId } } });
+      if (!exists) throw new GraphQLError(`Deployment ${id.slice(0, 64)} was not found`, { extensions: { code: 'NOT_FOUND' } });
+      return ctx.app.bus.subscribe('deployment', id);
+    },
+    resolve: (event) => event,
+  }),
+);

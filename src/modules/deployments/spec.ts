@@ -1,0 +1,117 @@
+// Turns a Convoy service's configuration (as snapshotted on a deployment) into a Swarm service spec.
+import { DEPLOYMENT_LABEL, type HealthCheck, type SwarmServiceSpec } from '../../platform/orchestrator/index.js';
+import type { Config } from '../../config.js';
+import type { HealthCheckSpec, PortSpec } from '../services/validation.js';
+
+/** What a deployment applies: the service's configuration at the time it was queued. */
+export type DeploymentConfig = {
+  name: string;
+  hostname: string | null;
+  customDomains: string[];
+  env: Record<string, string>;
+  ports: PortSpec[];
+  healthCheck: HealthCheckSpec | null;
+  cpuLimit: number | null;
+  memoryLimitMb: number | null;
+  cpuReservation: number | null;
+  memoryReservationMb: number | null;
+};
+
+/** One Swarm service per Convoy service, named from its id: Swarm refuses a second one with that name. */
+export function swarmServiceName(serviceId: string): string {
+  return `convoy-${serviceId}`;
+}
+
+/** One overlay network per organization: its services resolve each other by name, nobody else's. */
+export function organizationNetworkName(organizationId: string): string {
+  return `convoy-org-${organizationId}`;
+}
+
+function httpProbe(port: number, path: string): string[] {
+  // Port and path are validated to [A-Za-z0-9._~/-]; images differ in what they carry, so try
+  // Convoy's own probe (in every image Convoy builds), then curl, wget and nc.
+  const request = `printf 'GET ${path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n'`;
+  const statusOk = `head -n 1 | grep -q ' [23][0-9][0-9]'`;
+  const script = [
+    `if [ -x /convoy/bin/busybox ]; then ${request} | /convoy/bin/busybox nc 127.0.0.1 ${port} | ${statusOk};`,
+    `elif command -v curl >/dev/null 2>&1; then curl -fsS -o /dev/null http://127.0.0.1:${port}${path};`,
+    `elif command -v nc >/dev/null 2>&1; then ${request} | nc 127.0.0.1 ${port} | ${statusOk};`,
+    `else wget -q -O /dev/null http://127.0.0.1:${port}${path}; fi`,
+  ].join(' ');
+  return ['CMD-SHELL', script];
+}
+
+export function toHealthCheck(spec: HealthCheckSpec | null): HealthCheck | undefined {
+  if (!spec) return undefined;
+  const test = spec.type === 'HTTP' ? httpProbe(spec.port!, spec.path ?? '/') : ['CMD', ...(spec.command ?? [])];
+  return {
+    test,
+    intervalMs: spec.intervalSeconds * 1000,
+    timeoutMs: spec.timeoutSeconds * 1000,
+    retries: spec.retries,
+    startPeriodMs: spec.startPeriodSeconds * 1000,
+  };
+}
+
+function routingLabels(serviceId: string, config: DeploymentConfig, network: string): Record<string, string> {
+  const hosts = [config.hostname, ...config.customDomains].filter((h): h is string => !!h);
+  const port = config.ports[0]?.target;
+  if (hosts.length === 0 || !port) return {};
+  const router = `convoy-${serviceId}`;
+  return {
+    'traefik.enable': 'true',
+    'traefik.docker.network': network,
+    [`traefik.http.routers.${router}.rule`]: hosts.map((h) => `Host(\`${h}\`)`).join(' || '),
+    [`traefik.http.services.${router}.loadbalancer.server.port`]: String(port),
+  };
+}
+
+export type SpecInput = {
+  serviceId: string;
+  organizationId: string;
+  deploymentId: string;
+  image: string;
+  replicas: number;
+  config: DeploymentConfig;
+};
+
+export function toSwarmSpec(input: SpecInput, settings: Config['deploy']): SwarmServiceSpec {
+  const network = organizationNetworkName(input.organizationId);
+  const { config } = input;
+  const monitorMs = settings.updateMonitorSeconds * 1000;
+  return {
+    name: swarmServiceName(input.serviceId),
+    image: input.image,
+    env: config.env,
+    replicas: input.replicas,
+    labels: {
+      'convoy.managed': 'true',
+      'convoy.service-id': input.serviceId,
+      'convoy.organization-id': input.organizationId,
+      'convoy.service-name': config.name,
+      ...routingLabels(input.serviceId, config, network),
+    },
+    containerLabels: { [DEPLOYMENT_LABEL]: input.deploymentId, 'convoy.service-id': input.serviceId },
+    networks: [{ name: network, aliases: [config.name] }],
+    ports: config.ports.map((p) => ({
+      target: p.target,
+      ...(p.published ? { published: p.published } : {}),
+      protocol: p.protocol === 'UDP' ? 'udp' : 'tcp',
+      publishMode: p.mode === 'HOST' ? 'host' : 'ingress',
+    })),
+    endpointMode: settings.endpointMode,
+    resources: {
+      ...(config.cpuLimit ? { cpuLimit: config.cpuLimit } : {}),
+      ...(config.memoryLimitMb ? { memoryLimitMb: config.memoryLimitMb } : {}),
+      ...(config.cpuReservation ? { cpuReservation: config.cpuReservation } : {}),
+      ...(config.memoryReservationMb ? { memoryReservationMb: config.memoryReservationMb } : {}),
+    },
+    healthCheck: toHealthCheck(config.healthCheck),
+    placementConstraints: [],
+    restartPolicy: { condition: 'any', delayMs: 1000 },
+    // A host-mode port can be bound by one task per node: the new task cannot start before the old one stops.
+    update: { order: config.ports.some((p) => p.mode === 'HOST' && p.published) ? 'stop-first' : 'start-first', monitorMs, parallelism: 1, failureAction: 'rollback' },
+    rollback: { order: 'start-first', monitorMs, parallelism: 1 },
+    stopGracePeriodMs: settings.stopGraceSeconds * 1000,
+  };
+}
