@@ -10,7 +10,7 @@ import type { ConvoyBus, ConvoyEvents } from './events.js';
 import type { Queue } from 'bullmq';
 import { createQueue, QUEUES } from './platform/queue/queues.js';
 import { SwarmOrchestrator, type Orchestrator } from './platform/orchestrator/index.js';
-import { createDockerClient } from './platform/docker/client.js';
+import { dockerFromHost } from './platform/orchestrator/index.js';
 import type { DeployJob } from './modules/deployments/service.js';
 import type Docker from 'dockerode';
 
@@ -39,7 +39,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const redis = createRedis(config.redisUrl, reportRedisError);
   const subscriber = createRedis(config.redisUrl, reportRedisError);
   const bus = new RedisEventBus<ConvoyEvents>(redis, subscriber, config.redisPrefix);
-  const docker = createDockerClient(config.dockerHost);
+  const docker = dockerFromHost(config.dockerHost);
   const orchestrator = new SwarmOrchestrator(docker);
   const deployments = createQueue<DeployJob>(QUEUES.deployments, { redisUrl: config.redisUrl, prefix: config.redisPrefix, onError: reportRedisError });
   return {

@@ -2,12 +2,11 @@
 import { loadConfig } from '../config.js';
 import { createApp } from '../app.js';
 import { startServer } from '../graphql/server.js';
-import { createDockerClient } from '../platform/docker/client.js';
 import { onShutdown } from './shutdown.js';
 
 const config = loadConfig();
 const app = await createApp(config);
-const server = await startServer(app, { port: config.port, host: config.host, docker: createDockerClient(config.dockerHost) });
+const server = await startServer(app, { port: config.port, host: config.host, docker: app.docker });
 app.log.info({ url: `${server.url}/graphql` }, 'Convoy API listening');
 onShutdown(app.log, async () => {
   await server.close();

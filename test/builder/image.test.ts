@@ -10,12 +10,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildResult } from '../../src/platform/builder/builder.js';
 import { loadTemplate, startCommand, templateBuildSource, BUILT_IN_TEMPLATES_DIR, type Template } from '../../src/platform/builder/templates.js';
-import { createDockerClient } from '../../src/platform/docker/client.js';
+import { dockerFromHost } from '../../src/platform/orchestrator/index.js';
 import { writeImageArchive } from '../../src/platform/images/archive.js';
 import { loadImage } from '../../src/platform/images/docker.js';
 import { NIX_LIB_DIR, nixString, nonce, testNixBuilder, waitFor } from '../helpers/nix.js';
 
-const docker = createDockerClient(process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock');
+const docker = dockerFromHost(process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock');
 const builder = testNixBuilder();
 const id = nonce();
 const repository = `convoy-test-builder/image-${id}`;

@@ -3,7 +3,6 @@ import { randomBytes } from 'node:crypto';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createApp, type App } from '../../src/app.js';
 import { startServer, type RunningServer } from '../../src/graphql/server.js';
-import { createDockerClient } from '../../src/platform/docker/client.js';
 import { createLogger } from '../../src/platform/logging/logger.js';
 import { startDeployController } from '../../src/modules/deployments/controller.js';
 import { organizationNetworkName, swarmServiceName } from '../../src/modules/deployments/spec.js';
@@ -53,7 +52,7 @@ export async function startTestApi(overrides: Record<string, string> = {}, optio
   });
   const queries: string[] = [];
   const app = await createApp(config, { onQuery: (sql) => queries.push(sql), log: createLogger(config.logLevel) });
-  const server = await startServer(app, { port: 0, host: '127.0.0.1', docker: createDockerClient(config.dockerHost) });
+  const server = await startServer(app, { port: 0, host: '127.0.0.1', docker: app.docker });
   const controller = options.controller ? await startDeployController(app) : null;
 
   const gql: TestApi['gql'] = async (query, variables = {}, auth = {}) => {

@@ -153,15 +153,18 @@ export class NixBuilder implements Builder {
         if (!ATTRIBUTE_NAME.test(source.component)) return invalid(`invalid component name: ${JSON.stringify(source.component)}`);
         return { ok: true, value: { args: [...args.value, source.templateDir, '--attr', source.component], flake: false } };
       case 'file':
-        return this.fileTargetArgs(source.path, args.value);
+        return this.fileTargetArgs(source.path, args.value, Object.keys(source.args ?? {}).length > 0);
     }
   }
 
-  private async fileTargetArgs(path: string, args: string[]): Promise<Step<{ args: string[]; flake: boolean }>> {
+  private async fileTargetArgs(path: string, args: string[], userArgs: boolean): Promise<Step<{ args: string[]; flake: boolean }>> {
     if (!isAbsolute(path)) return invalid('source path must be absolute');
     if (path.endsWith('.nix') || (await exists(join(path, 'default.nix')))) return { ok: true, value: { args: [...args, path], flake: false } };
     if (await exists(join(path, 'flake.nix'))) {
-      if (args.length > 0) return invalid('a flake takes no arguments');
+      if (userArgs) return invalid('a flake takes no arguments');
+      // The path becomes a flake reference (a URL): '#' or '?' in it would change its meaning.
+      if (!/^[A-Za-z0-9._/-]+$/.test(path)) return invalid(`unsupported characters in the flake path ${path}`);
+      // Its default package: packages.<system>.default (or defaultPackage.<system>).
       return { ok: true, value: { args: [`path:${path}`], flake: true } };
     }
     return invalid(`no default.nix or flake.nix in ${path}`);

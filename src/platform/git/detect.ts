@@ -1,6 +1,6 @@
 // What a checked-out repository is: its own Nix expression, or an app in a language Convoy has a
 // template for.
-import { lstat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
 export type SourceKind = 'nix' | 'node' | 'python' | 'go' | 'static';
@@ -33,10 +33,10 @@ export async function detectSource(dir: string): Promise<SourceKind | null> {
   return null;
 }
 
-// lstat: a symlink planted in a repository must not make us read files outside it.
+// Symlinks count (default.nix -> nix/default.nix is common); only existence is checked here.
 async function isRegularFile(path: string): Promise<boolean> {
   try {
-    return (await lstat(path)).isFile();
+    return (await stat(path)).isFile();
   } catch {
     return false;
   }
