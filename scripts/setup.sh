@@ -81,7 +81,10 @@ node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(
 lock_hash=$(sha256sum package-lock.json | cut -c1-16)
 if [ ! -f node_modules/.convoy-lock-hash ] || [ "$(cat node_modules/.convoy-lock-hash)" != "$lock_hash" ]; then
   log 'installing npm packages'
-  npm ci --no-audit --no-fund --loglevel=error
+  # Not `npm ci`: the registry here lacks some other-platform optional packages (msgpackr-extract for
+  # darwin/win32), which npm then cannot record in the lock file and `npm ci` refuses. `npm install`
+  # still installs the locked versions.
+  npm install --no-audit --no-fund --loglevel=error
   echo "$lock_hash" > node_modules/.convoy-lock-hash
 fi
 schema_hash=$(cat prisma/schema.prisma package-lock.json | sha256sum | cut -c1-16)
