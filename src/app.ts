@@ -34,7 +34,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     const applied = await applyPendingMigrations(config.databaseUrl);
     if (applied.length) log.info({ applied }, 'applied database migrations');
   }
-  const { db, pool } = createDb({ connectionString: config.databaseUrl, poolSize: config.databasePoolSize, onQuery: options.onQuery });
+  const { db, pool } = createDb({ connectionString: config.databaseUrl, poolSize: config.databasePoolSize, onQuery: options.onQuery, onError: (error) => log.warn({ err: error }, 'PostgreSQL connection error') });
   const reportRedisError = (error: Error) => log.warn({ err: error }, 'Redis connection error');
   const redis = createRedis(config.redisUrl, reportRedisError);
   const subscriber = createRedis(config.redisUrl, reportRedisError);

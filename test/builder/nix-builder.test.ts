@@ -71,9 +71,16 @@ describe('build', () => {
       { kind: 'expression', expression: busyboxExpression(`fails-${id}`, `echo "compiling ${id}"; echo "fatal: missing file" >&2; exit 3`) },
       { onLog: logs.onLog },
     );
-    expect(result.status).toBe('FAILED');
-    expect(result.error).toMatch(new RegExp(`^error: builder for '/nix/store/[a-z0-9]{32}-fails-${id}\\.drv' failed with exit code 3`));
-    expect(result.closure).toEqual([]);
+    expect(result).toEqual({
+      status: 'FAILED',
+      error: expect.stringMatching(new RegExp(`^error: builder for '/nix/store/[a-z0-9]{32}-fails-${id}\\.drv' failed with exit code 3`)),
+      drvPath: expect.stringMatching(new RegExp(`-fails-${id}\\.drv$`)),
+      outPath: expect.stringMatching(new RegExp(`-fails-${id}$`)),
+      closure: [],
+      closureSizeBytes: 0,
+      durationMs: expect.any(Number),
+      cacheHit: false,
+    });
     expect(logs.text()).toContain('fatal: missing file');
     expect(logs.lines.at(-1)).toEqual({ line: expect.stringMatching(/^build failed: error: builder for/), stream: 'convoy' });
   });

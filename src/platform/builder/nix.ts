@@ -54,6 +54,7 @@ export function nixBuilderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): 
 
 type StepFailure = { status: Exclude<BuildStatus, 'SUCCEEDED'>; error: string };
 type Step<T> = { ok: true; value: T } | ({ ok: false } & StepFailure);
+type BuildOutcome = { status: 'SUCCEEDED'; closure: string[]; closureSizeBytes: number } | StepFailure;
 
 interface StepContext {
   signal: AbortSignal;
@@ -89,7 +90,9 @@ export class NixBuilder implements Builder {
     const context: StepContext = { signal: controller.signal, stopReason, timeoutMs, onLog: options.onLog };
     const result: BuildResult = { status: 'FAILED', drvPath: null, outPath: null, closure: [], closureSizeBytes: 0, durationMs: 0, cacheHit: false };
     try {
-      Object.assign(result, await this.runBuildSteps(source, context, result));
+      const outcome = await this.runBuildSteps(source, context, result);
+      if (outcome.status === 'SUCCEEDED') Object.assign(result, { status: outcome.status, closure: outcome.closure, closureSizeBytes: outcome.closureSizeBytes });
+      else Object.assign(result, { status: outcome.status, error: outcome.error });
     } finally {
       dispose();
       result.durationMs = Math.round(performance.now() - started);
@@ -99,7 +102,7 @@ export class NixBuilder implements Builder {
   }
 
   /** Fills `progress` as it goes, so a failed build still reports how far it got. */
-  private async runBuildSteps(source: BuildSource, context: StepContext, progress: BuildResult): Promise<Partial<BuildResult>> {
+  private async runBuildSteps(source: BuildSource, context: StepContext, progress: BuildResult): Promise<BuildOutcome> {
     const drv = await this.instantiate(source, context);
     if (!drv.ok) return drv;
     progress.drvPath = drv.value;
@@ -135,7 +138,7 @@ export class NixBuilder implements Builder {
     if (drvPaths.length !== 1) {
       const error = drvPaths.length === 0
         ? 'the expression does not evaluate to a derivation'
-        : `the expression evaluates to ${drvPaths.length} derivations; it must give exactly one (select a component)`;
+        : `the expression evaluates to ${drvPaths.length} derivations; it must give exactly one`;
       return { ok: false, status: 'FAILED', error };
     }
     return { ok: true, value: drvPaths[0] };
