@@ -13,6 +13,7 @@ import { SwarmOrchestrator, type Orchestrator } from './platform/orchestrator/in
 import { dockerFromHost } from './platform/orchestrator/index.js';
 import type { DeployJob } from './modules/deployments/service.js';
 import type Docker from 'dockerode';
+import { NixBuilder, nixBuilderOptionsFromEnv, type Builder } from './platform/builder/index.js';
 
 export type App = {
   config: Config;
@@ -22,11 +23,12 @@ export type App = {
   log: Logger;
   docker: Docker;
   orchestrator: Orchestrator;
+  builder: Builder;
   queues: { deployments: Queue<DeployJob> };
   close(): Promise<void>;
 };
 
-export type AppOptions = { onQuery?: (sql: string) => void; log?: Logger };
+export type AppOptions = { onQuery?: (sql: string) => void; log?: Logger; builder?: Builder };
 
 export async function createApp(config: Config, options: AppOptions = {}): Promise<App> {
   const log = options.log ?? createLogger(config.logLevel);
@@ -41,6 +43,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const bus = new RedisEventBus<ConvoyEvents>(redis, subscriber, config.redisPrefix);
   const docker = dockerFromHost(config.dockerHost);
   const orchestrator = new SwarmOrchestrator(docker);
+  const builder = options.builder ?? new NixBuilder({ ...nixBuilderOptionsFromEnv(), defaultBuildTimeoutMs: config.build.timeoutSeconds * 1000 });
   const deployments = createQueue<DeployJob>(QUEUES.deployments, { redisUrl: config.redisUrl, prefix: config.redisPrefix, onError: reportRedisError });
   return {
     config,
@@ -50,6 +53,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     log,
     docker,
     orchestrator,
+    builder,
     queues: { deployments },
     async close() {
       await bus.close();

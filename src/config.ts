@@ -31,6 +31,12 @@ const schema = z.object({
   CONVOY_RECONCILE_INTERVAL_SECONDS: z.coerce.number().min(1).max(3600).default(30),
   CONVOY_JOB_LOCK_SECONDS: z.coerce.number().min(2).max(600).default(30),
   CONVOY_DEPLOY_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(8),
+  // Builds.
+  REGISTRY_URL: z.string().regex(/^[a-z0-9.-]+(:[0-9]{1,5})?(\/[a-z0-9._/-]+)?$/, 'must be host[:port][/path] of a Docker registry').optional(),
+  CONVOY_BUILD_TIMEOUT_SECONDS: z.coerce.number().int().min(10).max(86_400).default(1800),
+  CONVOY_BUILD_CONCURRENCY: z.coerce.number().int().min(1).max(32).default(2),
+  // Lets Git sources use file:// URLs (local repositories). Off by default: users could read the node's disk.
+  CONVOY_ALLOW_FILE_GIT_URLS: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   MIGRATE_ON_START: z.enum(['true', 'false', '1', '0']).default('true').transform((v) => v === 'true' || v === '1'),
 });
 
@@ -50,6 +56,7 @@ export type Config = {
   refreshTokenTtlSeconds: number;
   limits: { maxDepth: number; maxAliases: number; maxCost: number; maxTokens: number };
   migrateOnStart: boolean;
+  build: { registryUrl: string | null; timeoutSeconds: number; concurrency: number; allowFileGitUrls: boolean };
   deploy: {
     endpointMode: 'vip' | 'dnsrr';
     initSwarm: boolean;
@@ -95,6 +102,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     refreshTokenTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
     limits: { maxDepth: e.GRAPHQL_MAX_DEPTH, maxAliases: e.GRAPHQL_MAX_ALIASES, maxCost: e.GRAPHQL_MAX_COST, maxTokens: e.GRAPHQL_MAX_TOKENS },
     migrateOnStart: e.MIGRATE_ON_START,
+    build: { registryUrl: e.REGISTRY_URL ?? null, timeoutSeconds: e.CONVOY_BUILD_TIMEOUT_SECONDS, concurrency: e.CONVOY_BUILD_CONCURRENCY, allowFileGitUrls: e.CONVOY_ALLOW_FILE_GIT_URLS },
     deploy: {
       endpointMode: e.CONVOY_ENDPOINT_MODE,
       initSwarm: e.CONVOY_SWARM_INIT,

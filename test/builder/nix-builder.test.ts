@@ -139,6 +139,13 @@ describe('build', () => {
     expect(result).toMatchObject({ status: 'CANCELLED', drvPath: null });
   });
 
+  it('does not let an expression read the node\'s files', async () => {
+    for (const expression of ['builtins.readFile "/etc/hostname"', 'builtins.readFile ./.env', 'import /etc/passwd']) {
+      const result = await builder.evaluate({ kind: 'expression', expression });
+      expect(result).toEqual({ ok: false, error: expect.stringMatching(/^error: access to absolute path '.+' is forbidden in restricted mode/) });
+    }
+  });
+
   it('does not let an expression read Convoy secrets from the environment', async () => {
     process.env.CONVOY_TEST_SECRET = 'do-not-leak';
     try {

@@ -99,6 +99,12 @@ describe('evaluating templates', () => {
     expect(result).toEqual({ ok: false, error: 'error: busybox-http: port must be a number, got "80; rm -rf /"' });
   });
 
+  it('never takes the repository directory (`src`) from user arguments', () => {
+    const source = templateBuildSource(byName('busybox-http'), 'app', { args: { src: '/etc', content: 'x' } });
+    expect(source).toMatchObject({ kind: 'template', args: { content: 'x' } });
+    expect(source.args).not.toHaveProperty('src');
+  });
+
   it('refuses a component the template does not have and a repository template without a repository', () => {
     expect(() => templateBuildSource(byName('busybox-http'), 'db')).toThrow('template busybox-http has no component db');
     expect(() => templateBuildSource(byName('nodejs'), 'app')).toThrow('template nodejs builds a repository: give its directory');

@@ -6,6 +6,7 @@ import { startServer, type RunningServer } from '../../src/graphql/server.js';
 import { createLogger } from '../../src/platform/logging/logger.js';
 import { startDeployController } from '../../src/modules/deployments/controller.js';
 import { organizationNetworkName, swarmServiceName } from '../../src/modules/deployments/spec.js';
+import { testNixBuilder } from './nix.js';
 import { createTestDatabase, deleteRedisPrefix, REDIS_URL, uniqueRedisPrefix } from './database.js';
 
 export type GqlResult<T = any> = { data?: T; errors?: { message: string; extensions?: Record<string, unknown>; path?: string[] }[] };
@@ -51,7 +52,7 @@ export async function startTestApi(overrides: Record<string, string> = {}, optio
     ...overrides,
   });
   const queries: string[] = [];
-  const app = await createApp(config, { onQuery: (sql) => queries.push(sql), log: createLogger(config.logLevel) });
+  const app = await createApp(config, { onQuery: (sql) => queries.push(sql), log: createLogger(config.logLevel), builder: testNixBuilder() });
   const server = await startServer(app, { port: 0, host: '127.0.0.1', docker: app.docker });
   const controller = options.controller ? await startDeployController(app) : null;
 

@@ -2,6 +2,7 @@ export type { Builder, BuildArgs, BuildOptions, BuildResult, BuildSource, BuildS
 export { NixBuilder, cleanNixError, nixBuilderOptionsFromEnv, type NixBuilderOptions } from './nix.js';
 export {
   BUILT_IN_TEMPLATES_DIR,
+  CONVOY_NIX_DIR,
   TemplateError,
   componentsInStartOrder,
   loadTemplate,

@@ -4,10 +4,11 @@
 import { realpathSync, statSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, isAbsolute, join } from 'node:path';
+import { basename, dirname, isAbsolute, join } from 'node:path';
 import { z } from 'zod';
 import type { BuildArgs, Builder, BuildOptions, BuildResult, BuildSource, BuildStatus, EvaluateResult, LogStream } from './builder.js';
 import { runProcessTree, type ProcessEnding, type TreeRunResult } from './process-tree.js';
+import { CONVOY_NIX_DIR } from './templates.js';
 
 export interface NixBuilderOptions {
   /** Binary caches to use instead of nix.conf's; [] uses none (offline nodes: avoids retry delays). */
@@ -23,6 +24,12 @@ export interface NixBuilderOptions {
   evaluationTimeoutMs?: number;
   /** Grace period between SIGTERM and SIGKILL when a build is stopped. */
   stopGraceMs?: number;
+  /**
+   * Restricted evaluation (default on): expressions cannot read the node's files (builtins.readFile
+   * "/etc/...", ./.env), only Convoy's Nix library, their own source, NIX_PATH and `readablePaths`.
+   */
+  restrictEval?: boolean;
+  readablePaths?: string[];
 }
 
 const DEFAULT_BUILD_TIMEOUT_MS = 60 * 60_000;
@@ -54,6 +61,13 @@ export function nixBuilderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): 
 
 type StepFailure = { status: Exclude<BuildStatus, 'SUCCEEDED'>; error: string };
 type Step<T> = { ok: true; value: T } | ({ ok: false } & StepFailure);
+interface EvaluationTarget {
+  args: string[];
+  flake: boolean;
+  cwd?: string;
+  /** Paths this source's evaluation needs to read (restricted evaluation). */
+  readablePaths: string[];
+}
 type BuildOutcome = { status: 'SUCCEEDED'; closure: string[]; closureSizeBytes: number } | StepFailure;
 
 interface StepContext {
@@ -127,11 +141,12 @@ export class NixBuilder implements Builder {
   }
 
   private async instantiate(source: BuildSource, context: StepContext): Promise<Step<string>> {
-    const target = await this.targetArgs(source);
+    const target = await this.evaluationTarget(source);
     if (!target.ok) return target;
-    const run = target.value.flake
-      ? await this.run('nix', [...FLAKE_FEATURES, 'path-info', '--derivation', ...this.optionArgs(), ...target.value.args], context, target.value.cwd)
-      : await this.run('nix-instantiate', [...this.optionArgs(), ...target.value.args], context, target.value.cwd);
+    const { flake, args, cwd, readablePaths } = target.value;
+    const run = flake
+      ? await this.run('nix', [...FLAKE_FEATURES, 'path-info', '--derivation', ...this.optionArgs(), ...args], context, cwd)
+      : await this.run('nix-instantiate', [...this.optionArgs(), ...this.restrictionArgs(readablePaths), ...args], context, cwd);
     const failure = failureOf(run, context, 'evaluation failed');
     if (failure) return failure;
     const drvPaths = run.stdout.split('\n').map((l) => l.trim()).filter((l) => l.endsWith('.drv'));
@@ -144,31 +159,49 @@ export class NixBuilder implements Builder {
     return { ok: true, value: drvPaths[0] };
   }
 
-  private async targetArgs(source: BuildSource): Promise<Step<{ args: string[]; flake: boolean; cwd?: string }>> {
+  /**
+   * Restricted evaluation: an expression (a tenant's) may only read Convoy's Nix library, its own
+   * source, the busybox and NIX_PATH (nixpkgs), not the node's files. Flakes are pure already.
+   */
+  private restrictionArgs(readablePaths: string[]): string[] {
+    if (this.options.restrictEval === false) return [];
+    const paths = [CONVOY_NIX_DIR, ...(this.busybox ? [dirname(this.busybox)] : []), ...(this.options.readablePaths ?? []), ...readablePaths];
+    // Named entries: readable, without making `<name>` lookups resolve into them.
+    return ['--option', 'restrict-eval', 'true', ...[...new Set(paths)].flatMap((path, i) => ['-I', `convoy-readable-${i}=${path}`])];
+  }
+
+  private async evaluationTarget(source: BuildSource): Promise<Step<EvaluationTarget>> {
     const args = this.argstrArgs(source.args ?? {});
     if (!args.ok) return args;
+    // A template's repository (its `src` argument) is the one path an argument may make readable.
+    const srcArg = source.args?.src;
+    const readablePaths = srcArg !== undefined && isAbsolute(srcArg) ? [srcArg] : [];
     switch (source.kind) {
       case 'expression':
         // Relative paths in a user expression resolve against an empty, harmless directory.
-        return { ok: true, value: { args: [...args.value, '--expr', source.expression], flake: false, cwd: tmpdir() } };
+        return { ok: true, value: { args: [...args.value, '--expr', source.expression], flake: false, cwd: tmpdir(), readablePaths } };
       case 'template':
         if (!isAbsolute(source.templateDir)) return invalid('template directory must be an absolute path');
         if (!ATTRIBUTE_NAME.test(source.component)) return invalid(`invalid component name: ${JSON.stringify(source.component)}`);
-        return { ok: true, value: { args: [...args.value, source.templateDir, '--attr', source.component], flake: false } };
+        return {
+          ok: true,
+          value: { args: [...args.value, source.templateDir, '--attr', source.component], flake: false, readablePaths: [...readablePaths, source.templateDir] },
+        };
       case 'file':
-        return this.fileTargetArgs(source.path, args.value, Object.keys(source.args ?? {}).length > 0);
+        return this.fileTarget(source.path, args.value, Object.keys(source.args ?? {}).length > 0, readablePaths);
     }
   }
 
-  private async fileTargetArgs(path: string, args: string[], userArgs: boolean): Promise<Step<{ args: string[]; flake: boolean }>> {
+  private async fileTarget(path: string, args: string[], userArgs: boolean, readablePaths: string[]): Promise<Step<EvaluationTarget>> {
     if (!isAbsolute(path)) return invalid('source path must be absolute');
-    if (path.endsWith('.nix') || (await exists(join(path, 'default.nix')))) return { ok: true, value: { args: [...args, path], flake: false } };
+    if (path.endsWith('.nix')) return { ok: true, value: { args: [...args, path], flake: false, readablePaths: [...readablePaths, dirname(path)] } };
+    if (await exists(join(path, 'default.nix'))) return { ok: true, value: { args: [...args, path], flake: false, readablePaths: [...readablePaths, path] } };
     if (await exists(join(path, 'flake.nix'))) {
       if (userArgs) return invalid('a flake takes no arguments');
       // The path becomes a flake reference (a URL): '#' or '?' in it would change its meaning.
       if (!/^[A-Za-z0-9._/-]+$/.test(path)) return invalid(`unsupported characters in the flake path ${path}`);
       // Its default package: packages.<system>.default (or defaultPackage.<system>).
-      return { ok: true, value: { args: [`path:${path}`], flake: true } };
+      return { ok: true, value: { args: [`path:${path}`], flake: true, readablePaths: [] } };
     }
     return invalid(`no default.nix or flake.nix in ${path}`);
   }

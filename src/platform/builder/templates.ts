@@ -6,7 +6,9 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import type { BuildArgs, BuildSource } from './builder.js';
 
-export const BUILT_IN_TEMPLATES_DIR = fileURLToPath(new URL('../../../nix/templates/', import.meta.url));
+/** Convoy's Nix library (lib/) and built-in templates (templates/). */
+export const CONVOY_NIX_DIR = fileURLToPath(new URL('../../../nix', import.meta.url));
+export const BUILT_IN_TEMPLATES_DIR = join(CONVOY_NIX_DIR, 'templates');
 
 const NAME = /^[a-z][a-z0-9-]*$/;
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -121,11 +123,14 @@ export function componentsInStartOrder(template: Pick<Template, 'name' | 'compon
   return ordered;
 }
 
-/** The build source for one component; `repositoryDir` is passed as `src` to repository templates. */
+/**
+ * The build source for one component. `repositoryDir` is passed as `src`; users' `args` can never set
+ * `src` themselves, as it names a directory the evaluation may read.
+ */
 export function templateBuildSource(template: Template, component: string, options: { args?: BuildArgs; repositoryDir?: string } = {}): BuildSource {
   if (!template.components.some((c) => c.name === component)) throw new TemplateError(`template ${template.name} has no component ${component}`);
   if (template.source === 'repository' && !options.repositoryDir) throw new TemplateError(`template ${template.name} builds a repository: give its directory`);
-  const args: BuildArgs = { ...options.args };
+  const args: BuildArgs = Object.fromEntries(Object.entries(options.args ?? {}).filter(([name]) => name !== 'src'));
   if (options.repositoryDir) args.src = options.repositoryDir;
   return { kind: 'template', templateDir: template.dir, component, args };
 }
