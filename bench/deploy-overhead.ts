@@ -33,7 +33,7 @@ const HEALTH = { type: 'HTTP', path: '/health', port: TEST_APP_PORT, intervalSec
 type DeploymentEvent = { status: string; message: string; at: string };
 /** Wall-clock moments (ms since the epoch) of one run, for --profile. */
 type Marks = Record<string, number | undefined>;
-type Run = { ms: number; marks: Marks; note?: string };
+type Run = { ms: number; marks: Marks; note?: string; sql?: { mutation: number; run: number } };
 
 const { values: args } = parseArgs({ options: { pairs: { type: 'string', default: '5' }, profile: { type: 'boolean', default: false } } });
 const pairs = Number(args.pairs);
@@ -81,7 +81,7 @@ async function main() {
     console.log(`pair ${pair}: a ${fmt(ra.ms)}  b ${fmt(rb.ms)}  b/a ${(rb.ms / ra.ms).toFixed(2)}${rb.note ? `  (${rb.note})` : ''}`);
     if (args.profile) {
       console.log(`  a: ${describeMarks(ra.marks, BASELINE_PHASES)}`);
-      console.log(`  b: ${describeMarks(rb.marks, CONVOY_PHASES)}`);
+      console.log(`  b: ${describeMarks(rb.marks, CONVOY_PHASES)}; SQL statements: ${rb.sql!.mutation} in the mutation, ${rb.sql!.run} until RUNNING (with the reconciler's)`);
     }
   }
 
@@ -90,6 +90,7 @@ async function main() {
   const ratio = medianB / medianA;
   console.log(`median a: ${fmt(medianA)}`);
   console.log(`median b: ${fmt(medianB)}`);
+  console.log(`median of per-pair b-a: ${fmt(median(a.map((ra, i) => b[i].ms - ra.ms)))}`);
   console.log(`ratio b/a: ${ratio.toFixed(3)} (target <= ${TARGET_RATIO.toFixed(2)}): ${ratio <= TARGET_RATIO ? 'PASS' : 'FAIL'}`);
   if (args.profile) {
     console.log(`median phases a: ${describeMedians(a, BASELINE_PHASES)}`);
@@ -177,11 +178,13 @@ async function runConvoy(serviceId: string, options: { keep?: boolean } = {}): P
   let events: Collected<DeploymentEvent> | undefined;
   try {
     marks.start = Date.now();
+    const queriesBefore = api!.queries.length;
     const started = performance.now();
     const result = await gql(`mutation($s: ID!) { deployService(serviceId: $s) { __typename ... on Deployment { id status } ... on Error { message } } }`, { s: serviceId });
     if (result.deployService.__typename !== 'Deployment') throw new Error(`deployService: ${JSON.stringify(result)}`);
     const deploymentId: string = result.deployService.id;
     marks.mutationReturned = Date.now();
+    const mutationQueries = api!.queries.length - queriesBefore;
 
     const listeners = api!.app.bus.listenerCount();
     events = subscribe<DeploymentEvent>(api!.url, user.accessToken, `subscription($id: ID!) { deploymentEvents(deploymentId: $id) { status message at } }`, { id: deploymentId }, 'deploymentEvents');
@@ -195,10 +198,11 @@ async function runConvoy(serviceId: string, options: { keep?: boolean } = {}): P
     else outcome = await waitForOutcome(events, started);
     const ms = performance.now() - started;
     marks.detected = Date.now();
+    const sql = { mutation: mutationQueries, run: api!.queries.length - queriesBefore };
     if (outcome.status !== 'RUNNING') throw new Error(`deployment ${deploymentId} ended ${outcome.status}: ${outcome.message}`);
 
     if (args.profile) Object.assign(marks, await convoyMarks(serviceId, deploymentId));
-    return { ms, marks, note };
+    return { ms, marks, note, sql };
   } finally {
     await events?.close();
     if (!options.keep) await deleteConvoyService(serviceId);
@@ -246,14 +250,19 @@ async function stopConvoyService(serviceId: string) {
 
 /** Deletes the service through the API (so the reconciler does not bring it back) and waits until its tasks are gone. */
 async function deleteConvoyService(serviceId: string) {
+  // Looked up first: the controller may remove the Swarm service before the bench could find it by name.
+  const swarm = await findSwarmService(serviceId);
   const result = await gql(`mutation($id: ID!) { deleteService(id: $id) { __typename } }`, { id: serviceId });
   if (!result?.deleteService) throw new Error(`deleteService: ${JSON.stringify(result)}`);
-  const name = swarmServiceName(serviceId);
-  const swarm = (await testDocker.listServices({ filters: { name: [name] } })).find((s) => s.Spec?.Name === name);
   if (!swarm) return;
   const cleanup = new SwarmCleanup();
   cleanup.service(swarm.ID);
   await cleanup.run();
+}
+
+async function findSwarmService(serviceId: string): Promise<Docker.Service | undefined> {
+  const name = swarmServiceName(serviceId);
+  return (await testDocker.listServices({ filters: { name: [name] } })).find((s) => s.Spec?.Name === name);
 }
 
 async function gql(query: string, variables: Record<string, unknown>): Promise<any> {
@@ -276,7 +285,9 @@ const BASELINE_PHASES: Phase[] = [['create call', 'start', 'created'], ...SWARM_
 const CONVOY_PHASES: Phase[] = [
   ['mutation', 'start', 'mutationReturned'],
   ['job picked up (DEPLOYING)', 'mutationReturned', 'deploying'],
-  ['to createService', 'deploying', 'createCalled'],
+  ['service status + event', 'deploying', 'networkCalled'],
+  ['ensureNetwork', 'networkCalled', 'networkDone'],
+  ['findServiceByName', 'networkDone', 'createCalled'],
   ['create call', 'createCalled', 'created'],
   ...SWARM_PHASES,
   ['rollout poll noticed', 'taskRunning', 'rolloutDone'],
@@ -305,8 +316,7 @@ async function convoyMarks(serviceId: string, deploymentId: string): Promise<Mar
   const events = await db.deploymentEvent.findMany({ where: { deploymentId }, orderBy: { createdAt: 'asc' } });
   const at = (status: string) => events.find((e) => e.status === status)?.createdAt.getTime();
   const marks: Marks = { deploying: at('DEPLOYING'), runningRecorded: at('RUNNING'), ...orchestratorCalls.get(deploymentId) };
-  const name = swarmServiceName(serviceId);
-  const swarm = (await testDocker.listServices({ filters: { name: [name] } })).find((s) => s.Spec?.Name === name);
+  const swarm = await findSwarmService(serviceId);
   if (swarm) {
     const task = await runningTask(swarm.ID);
     if (task) Object.assign(marks, await swarmMarks(swarm.ID, task));
@@ -317,12 +327,21 @@ async function convoyMarks(serviceId: string, deploymentId: string): Promise<Mar
 /** Wraps the in-process controller's orchestrator calls to time them; only with --profile. */
 function instrumentOrchestrator(testApi: TestApi) {
   const orchestrator = testApi.app.orchestrator;
+  const ensureNetwork = orchestrator.ensureNetwork.bind(orchestrator);
   const createService = orchestrator.createService.bind(orchestrator);
   const waitForRollout = orchestrator.waitForRollout.bind(orchestrator);
+  // Only the deploy runner ensures networks, right before it looks the service up and creates it; the bench
+  // runs one deploy at a time, so the next createService belongs to the same deployment.
+  let network: Marks = {};
+  orchestrator.ensureNetwork = async (name, labels) => {
+    network = { networkCalled: Date.now() };
+    const result = await ensureNetwork(name, labels);
+    network.networkDone = Date.now();
+    return result;
+  };
   orchestrator.createService = async (spec) => {
-    const deploymentId = spec.containerLabels['convoy.deployment-id'];
-    const marks: Marks = { createCalled: Date.now() };
-    orchestratorCalls.set(deploymentId, marks);
+    const marks: Marks = { ...network, createCalled: Date.now() };
+    orchestratorCalls.set(spec.containerLabels['convoy.deployment-id'], marks);
     const result = await createService(spec);
     marks.created = Date.now();
     return result;

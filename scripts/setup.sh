@@ -23,7 +23,8 @@ apt_install() {
 
 command -v dockerd >/dev/null 2>&1 || apt_install docker.io
 command -v nix-build >/dev/null 2>&1 || apt_install nix-bin
-apt_install busybox-static git ca-certificates
+# docker-registry: a local registry for the tests of image distribution (REGISTRY_URL).
+apt_install busybox-static git ca-certificates docker-registry
 
 # --- Docker engine ----------------------------------------------------------------------------
 if ! as_root docker info >/dev/null 2>&1; then

@@ -12,6 +12,7 @@ import { createQueue, QUEUES } from './platform/queue/queues.js';
 import { SwarmOrchestrator, type Orchestrator } from './platform/orchestrator/index.js';
 import { dockerFromHost } from './platform/orchestrator/index.js';
 import type { DeployJob } from './modules/deployments/service.js';
+import type { BuildJob } from './modules/builds/service.js';
 import type Docker from 'dockerode';
 import { NixBuilder, nixBuilderOptionsFromEnv, type Builder } from './platform/builder/index.js';
 
@@ -24,7 +25,7 @@ export type App = {
   docker: Docker;
   orchestrator: Orchestrator;
   builder: Builder;
-  queues: { deployments: Queue<DeployJob> };
+  queues: { deployments: Queue<DeployJob>; builds: Queue<BuildJob> };
   close(): Promise<void>;
 };
 
@@ -44,7 +45,9 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const docker = dockerFromHost(config.dockerHost);
   const orchestrator = new SwarmOrchestrator(docker);
   const builder = options.builder ?? new NixBuilder({ ...nixBuilderOptionsFromEnv(), defaultBuildTimeoutMs: config.build.timeoutSeconds * 1000 });
-  const deployments = createQueue<DeployJob>(QUEUES.deployments, { redisUrl: config.redisUrl, prefix: config.redisPrefix, onError: reportRedisError });
+  const queueConnection = { redisUrl: config.redisUrl, prefix: config.redisPrefix, onError: reportRedisError };
+  const deployments = createQueue<DeployJob>(QUEUES.deployments, queueConnection);
+  const builds = createQueue<BuildJob>(QUEUES.builds, queueConnection);
   return {
     config,
     db,
@@ -54,10 +57,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     docker,
     orchestrator,
     builder,
-    queues: { deployments },
+    queues: { deployments, builds },
     async close() {
       await bus.close();
-      await deployments.close().catch(() => {});
+      await Promise.allSettled([deployments.close(), builds.close()]);
       await Promise.allSettled([db.$disconnect(), closeRedis(redis), closeRedis(subscriber)]);
       await (pool as pg.Pool).end().catch(() => {});
     },

@@ -23,6 +23,11 @@ export type DeploymentEvent = {
   at: string;
 };
 
+export type BuildEvent = { buildId: string; serviceId: string; organizationId: string; status: string; message: string; at: string };
+
+/** A batch of build log lines; `firstSeq` numbers the first line (0-based) so readers can splice stored and live lines. */
+export type BuildLogEvent = { buildId: string; firstSeq: number; lines: string[] } | { buildId: string; done: true; status: string };
+
 export type ConvoyEvents = {
   /** keyed by service id */
   service: ServiceEvent;
@@ -30,6 +35,10 @@ export type ConvoyEvents = {
   organizationServices: ServiceEvent;
   /** keyed by deployment id */
   deployment: DeploymentEvent;
+  /** keyed by build id */
+  build: BuildEvent;
+  /** keyed by build id */
+  buildLog: BuildLogEvent;
 };
 
 export type ConvoyBus = EventBus<ConvoyEvents>;

@@ -8,7 +8,9 @@ import '../modules/organizations/schema.js';
 import '../modules/services/schema.js';
 import '../modules/deployments/schema.js';
 import '../modules/logs/schema.js';
+import '../modules/builds/schema.js';
 import '../modules/audit/schema.js';
+import '../modules/templates/schema.js';
 
 export const schema = builder.toSchema({ sortSchema: true });
 

@@ -1,8 +1,12 @@
 // NixBuilder against the real Nix store: evaluation errors, streamed logs, failures, cache hits,
 // cancellation and time limits. Every cold build carries a nonce so it cannot be a cache hit.
 import { existsSync } from 'node:fs';
+import { mkdtemp, readlink, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { LogStream } from '../../src/platform/builder/builder.js';
+import { nixBuilderOptionsFromEnv } from '../../src/platform/builder/nix.js';
 import { busyboxExpression, nonce, processesMentioning, testNixBuilder, waitFor } from '../helpers/nix.js';
 
 const builder = testNixBuilder();
@@ -88,13 +92,13 @@ describe('build', () => {
   it('is a cache hit the second time: nothing rebuilt, same outputs, much faster', async () => {
     const id = nonce();
     // The sleep makes the cold build measurably slower than a lookup.
-    const source = { kind: 'expression' as const, expression: busyboxExpression(`cached-${id}`, `sleep 2; echo ${id} > "$out"`) };
+    const source = { kind: 'expression' as const, expression: busyboxExpression(`cached-${id}`, `sleep 3; echo ${id} > "$out"`) };
     const cold = await builder.build(source);
     const logs = logCollector();
     const warm = await builder.build(source, { onLog: logs.onLog });
     expect(cold).toMatchObject({ status: 'SUCCEEDED', cacheHit: false });
     expect(warm).toMatchObject({ status: 'SUCCEEDED', cacheHit: true, drvPath: cold.drvPath, outPath: cold.outPath, closure: cold.closure, closureSizeBytes: cold.closureSizeBytes });
-    expect(cold.durationMs).toBeGreaterThan(2_000);
+    expect(cold.durationMs).toBeGreaterThan(3_000);
     expect(warm.durationMs).toBeLessThan(1_500);
     expect(logs.text()).toContain('cache hit');
     expect(logs.text()).not.toContain('building');
@@ -134,6 +138,17 @@ describe('build', () => {
     expect(await processesMentioning(id)).toEqual([]);
   });
 
+  it('registers the output as a GC root when given a root directory', async () => {
+    const gcRootDir = await mkdtemp(join(tmpdir(), 'convoy-gcroots-'));
+    try {
+      const result = await testNixBuilder({ gcRootDir }).build({ kind: 'expression', expression: busyboxExpression(`rooted-${nonce()}`, 'echo rooted > "$out"') });
+      expect(result.status).toBe('SUCCEEDED');
+      expect(await readlink(join(gcRootDir, basename(result.outPath!)))).toBe(result.outPath);
+    } finally {
+      await rm(gcRootDir, { recursive: true, force: true });
+    }
+  });
+
   it('ends CANCELLED at once when the signal is already aborted', async () => {
     const result = await builder.build({ kind: 'expression', expression: busyboxExpression(`never-${nonce()}`, 'exit 1') }, { signal: AbortSignal.abort() });
     expect(result).toMatchObject({ status: 'CANCELLED', drvPath: null });
@@ -154,5 +169,20 @@ describe('build', () => {
     } finally {
       delete process.env.CONVOY_TEST_SECRET;
     }
+  });
+});
+
+describe('nixBuilderOptionsFromEnv', () => {
+  it('reads binary caches, keys and limits, where an empty substituter list means no cache', () => {
+    expect(nixBuilderOptionsFromEnv({ NIX_SUBSTITUTERS: 'https://cache.example.org https://cache.nixos.org', NIX_TRUSTED_PUBLIC_KEYS: 'cache.example.org-1:abc=', BUILD_TIMEOUT_SECONDS: '900', NIX_GC_ROOT_DIR: '/var/lib/convoy/gcroots' })).toEqual({
+      substituters: ['https://cache.example.org', 'https://cache.nixos.org'],
+      trustedPublicKeys: ['cache.example.org-1:abc='],
+      defaultBuildTimeoutMs: 900_000,
+      gcRootDir: '/var/lib/convoy/gcroots',
+      nixPath: undefined,
+      staticBusybox: undefined,
+    });
+    expect(nixBuilderOptionsFromEnv({ NIX_SUBSTITUTERS: '' }).substituters).toEqual([]);
+    expect(nixBuilderOptionsFromEnv({}).substituters).toBeUndefined();
   });
 });

@@ -4,7 +4,8 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { createApp, type App } from '../../src/app.js';
 import { startServer, type RunningServer } from '../../src/graphql/server.js';
 import { createLogger } from '../../src/platform/logging/logger.js';
-import { startDeployController } from '../../src/modules/deployments/controller.js';
+import { startControllers } from '../../src/controller.js';
+import { syncBuiltInTemplates } from '../../src/modules/templates/service.js';
 import { organizationNetworkName, swarmServiceName } from '../../src/modules/deployments/spec.js';
 import { testNixBuilder } from './nix.js';
 import { createTestDatabase, deleteRedisPrefix, REDIS_URL, uniqueRedisPrefix } from './database.js';
@@ -53,8 +54,9 @@ export async function startTestApi(overrides: Record<string, string> = {}, optio
   });
   const queries: string[] = [];
   const app = await createApp(config, { onQuery: (sql) => queries.push(sql), log: createLogger(config.logLevel), builder: testNixBuilder() });
+  await syncBuiltInTemplates(app);
   const server = await startServer(app, { port: 0, host: '127.0.0.1', docker: app.docker });
-  const controller = options.controller ? await startDeployController(app) : null;
+  const controller = options.controller ? await startControllers(app) : null;
 
   const gql: TestApi['gql'] = async (query, variables = {}, auth = {}) => {
     const headers: Record<string, string> = { 'content-type': 'application/json', ...auth.headers };

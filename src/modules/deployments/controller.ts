@@ -3,7 +3,7 @@ import { DelayedError, type Job } from 'bullmq';
 import { createQueue, createWorker, QUEUES } from '../../platform/queue/queues.js';
 import { tryLock } from '../../platform/redis/lock.js';
 import type { Redis } from '../../platform/redis/connection.js';
-import { runDeployment, removeServiceRuntime } from './runner.js';
+import { failWithoutChange, runDeployment, removeServiceRuntime } from './runner.js';
 import { reconcile, type ReconcileDeps } from './reconciler.js';
 import type { DeployJob } from './service.js';
 
@@ -31,6 +31,12 @@ export async function startDeployController(deps: ControllerDeps) {
       }
       try {
         await runDeployment(deps, job.data.deploymentId, shutdown.signal);
+      } catch (error) {
+        // Out of retries (Docker unreachable, say): the deployment must not stay DEPLOYING forever.
+        if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1) && !shutdown.signal.aborted) {
+          await failWithoutChange(deps, job.data.deploymentId, `gave up after ${job.attemptsMade + 1} attempts: ${(error as Error).message}`);
+        }
+        throw error;
       } finally {
         await lock.release();
       }

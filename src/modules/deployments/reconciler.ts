@@ -45,6 +45,7 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
         replicas: service.status === ServiceStatus.STOPPED ? 0 : service.replicas,
         config: current.config as unknown as DeploymentConfig,
         reason: 'the Swarm service was removed outside Convoy: recreating it',
+        buildId: current.buildId,
       });
       report.recreated.push(service.id);
     } else {

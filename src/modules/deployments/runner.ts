@@ -6,7 +6,7 @@ import { DeploymentKind, DeploymentStatus, ServiceStatus } from '../../generated
 import type { ConvoyBus } from '../../events.js';
 import type { Config } from '../../config.js';
 import type { Logger } from '../../platform/logging/logger.js';
-import type { Orchestrator, RolloutResult } from '../../platform/orchestrator/index.js';
+import { OrchestratorError, type Orchestrator, type RolloutResult } from '../../platform/orchestrator/index.js';
 import { transitionServiceStatus } from '../services/service.js';
 import { FINISHED_STATUSES } from './service.js';
 import { organizationNetworkName, swarmServiceName, toSwarmSpec, type DeploymentConfig } from './spec.js';
@@ -28,7 +28,15 @@ function activeServiceStatus(kind: DeploymentKind): ServiceStatus {
 
 function specFor(deps: RunnerDeps, service: Service, deployment: Deployment) {
   return toSwarmSpec(
-    { serviceId: service.id, organizationId: service.organizationId, deploymentId: deployment.id, image: deployment.image, replicas: deployment.replicas, config: deployment.config as unknown as DeploymentConfig },
+    {
+      serviceId: service.id,
+      organizationId: service.organizationId,
+      deploymentId: deployment.id,
+      image: deployment.image,
+      replicas: deployment.replicas,
+      config: deployment.config as unknown as DeploymentConfig,
+      builtByConvoy: deployment.buildId !== null,
+    },
     deps.config.deploy,
   );
 }
@@ -50,6 +58,16 @@ export async function runDeployment(deps: RunnerDeps, deploymentId: string, sign
   if (deployment.kind !== DeploymentKind.STOP) await transitionServiceStatus(deps, service.id, activeServiceStatus(deployment.kind), `${deployment.kind.toLowerCase()} ${deployment.id} started`);
 
   const spec = specFor(deps, service, deployment);
+  try {
+    await applySpec(deps, service, deployment, spec, deadline, signal);
+  } catch (error) {
+    // Swarm refused the spec: retrying cannot help. Nothing changed in Swarm, so what ran keeps running.
+    if (error instanceof OrchestratorError && error.code === 'INVALID') return failWithoutChange(deps, deployment.id, `Swarm refused the service: ${error.message}`);
+    throw error;
+  }
+}
+
+async function applySpec(deps: RunnerDeps, service: Service, deployment: Deployment, spec: ReturnType<typeof specFor>, deadline: Date, signal?: AbortSignal) {
   await deps.orchestrator.ensureNetwork(organizationNetworkName(service.organizationId), { 'convoy.organization-id': service.organizationId, 'convoy.managed': 'true' });
   const existing = await deps.orchestrator.findServiceByName(spec.name);
   let swarmServiceId: string;
@@ -117,6 +135,20 @@ async function handleFailure(deps: RunnerDeps, service: Service, deployment: Dep
   }
   const status = previous.kind === DeploymentKind.STOP || previous.replicas === 0 ? ServiceStatus.STOPPED : ServiceStatus.RUNNING;
   await transitionServiceStatus(deps, service.id, status, `deployment ${deployment.id} failed (${reason}); still on deployment ${previous.id}`);
+}
+
+/**
+ * Ends a deployment that never changed what runs (refused, or out of retries): FAILED, and the
+ * service back to the status its current deployment gives it.
+ */
+export async function failWithoutChange(deps: RunnerDeps, deploymentId: string, reason: string): Promise<void> {
+  const deployment = await deps.db.deployment.findUnique({ where: { id: deploymentId }, include: { service: true } });
+  if (!deployment || FINISHED_STATUSES.includes(deployment.status)) return;
+  const { service } = deployment;
+  await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.FAILED, reason);
+  const current = service.currentDeploymentId ? await deps.db.deployment.findUnique({ where: { id: service.currentDeploymentId } }) : null;
+  const status = !current ? ServiceStatus.FAILED : current.replicas === 0 ? ServiceStatus.STOPPED : ServiceStatus.RUNNING;
+  await transitionServiceStatus(deps, service.id, status, `deployment ${deployment.id} failed: ${reason}`);
 }
 
 /** Removes the Swarm service of a deleted Convoy service, and its organization's network once unused. */

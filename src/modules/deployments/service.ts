@@ -121,7 +121,7 @@ export async function redeployService(deps: DeployDeps, actor: Actor, serviceId:
   const current = await currentDeployment(deps.db, service);
   const image = current?.image ?? imageFor(service, null);
   await quotaForReplicas(deps.db, service, service.replicas);
-  return queueDeployment(deps, actor, service, { kind: DeploymentKind.REDEPLOY, image, replicas: service.replicas, config: snapshotConfig(service), reason: 'redeploy with the current configuration' });
+  return queueDeployment(deps, actor, service, { kind: DeploymentKind.REDEPLOY, image, replicas: service.replicas, config: snapshotConfig(service), reason: 'redeploy with the current configuration', buildId: current?.buildId });
 }
 
 async function requireCurrent(db: Db, service: Service, action: string): Promise<Deployment> {
@@ -135,7 +135,7 @@ export async function restartService(deps: DeployDeps, actor: Actor, serviceId: 
   const service = await getService(deps, actor, serviceId);
   assertNotDeleting(service);
   const current = await requireCurrent(deps.db, service, 'restart');
-  return queueDeployment(deps, actor, service, { kind: DeploymentKind.RESTART, image: current.image, replicas: service.replicas, config: current.config as unknown as DeploymentConfig, reason: 'restart' });
+  return queueDeployment(deps, actor, service, { kind: DeploymentKind.RESTART, image: current.image, replicas: service.replicas, config: current.config as unknown as DeploymentConfig, reason: 'restart', buildId: current.buildId });
 }
 
 export async function scaleService(deps: DeployDeps, actor: Actor, serviceId: string, replicas: number) {
@@ -145,7 +145,7 @@ export async function scaleService(deps: DeployDeps, actor: Actor, serviceId: st
   const current = await requireCurrent(deps.db, service, 'scale');
   await quotaForReplicas(deps.db, service, count);
   const updated = await deps.db.service.update({ where: { id: service.id }, data: { replicas: count } });
-  return queueDeployment(deps, actor, updated, { kind: DeploymentKind.SCALE, image: current.image, replicas: count, config: current.config as unknown as DeploymentConfig, reason: `scale to ${count}` });
+  return queueDeployment(deps, actor, updated, { kind: DeploymentKind.SCALE, image: current.image, replicas: count, config: current.config as unknown as DeploymentConfig, reason: `scale to ${count}`, buildId: current.buildId });
 }
 
 /** Zero replicas; configuration, data and history are kept. */
@@ -153,7 +153,7 @@ export async function stopService(deps: DeployDeps, actor: Actor, serviceId: str
   const service = await getService(deps, actor, serviceId);
   assertNotDeleting(service);
   const current = await requireCurrent(deps.db, service, 'stop');
-  return queueDeployment(deps, actor, service, { kind: DeploymentKind.STOP, image: current.image, replicas: 0, config: current.config as unknown as DeploymentConfig, reason: 'stop' });
+  return queueDeployment(deps, actor, service, { kind: DeploymentKind.STOP, image: current.image, replicas: 0, config: current.config as unknown as DeploymentConfig, reason: 'stop', buildId: current.buildId });
 }
 
 export async function startService(deps: DeployDeps, actor: Actor, serviceId: string) {
@@ -161,7 +161,7 @@ export async function startService(deps: DeployDeps, actor: Actor, serviceId: st
   assertNotDeleting(service);
   const current = await requireCurrent(deps.db, service, 'start');
   await quotaForReplicas(deps.db, service, service.replicas);
-  return queueDeployment(deps, actor, service, { kind: DeploymentKind.START, image: current.image, replicas: service.replicas, config: current.config as unknown as DeploymentConfig, reason: 'start' });
+  return queueDeployment(deps, actor, service, { kind: DeploymentKind.START, image: current.image, replicas: service.replicas, config: current.config as unknown as DeploymentConfig, reason: 'start', buildId: current.buildId });
 }
 
 /** Rolls back to the given earlier healthy deployment, or by default to the one before the current. */
@@ -186,6 +186,7 @@ export async function rollbackService(deps: DeployDeps, actor: Actor, serviceId:
     replicas: service.replicas,
     config: target.config as unknown as DeploymentConfig,
     reason: `roll back to deployment ${target.id}`,
+    buildId: target.buildId,
   });
 }
 

@@ -1,6 +1,7 @@
 // Turns a Convoy service's configuration (as snapshotted on a deployment) into a Swarm service spec.
 import { DEPLOYMENT_LABEL, type HealthCheck, type SwarmServiceSpec } from '../../platform/orchestrator/index.js';
 import type { Config } from '../../config.js';
+import { httpProbeCommand } from '../../platform/images/index.js';
 import type { HealthCheckSpec, PortSpec } from '../services/validation.js';
 
 /** What a deployment applies: the service's configuration at the time it was queued. */
@@ -29,7 +30,7 @@ export function organizationNetworkName(organizationId: string): string {
 
 function httpProbe(port: number, path: string): string[] {
   // Port and path are validated to [A-Za-z0-9._~/-]; images differ in what they carry, so try
-  // Convoy's own probe (in every image Convoy builds), then curl, wget and nc.
+  // Convoy's own probe, then curl, wget and nc.
   const request = `printf 'GET ${path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n'`;
   const statusOk = `head -n 1 | grep -q ' [23][0-9][0-9]'`;
   const script = [
@@ -41,9 +42,14 @@ function httpProbe(port: number, path: string): string[] {
   return ['CMD-SHELL', script];
 }
 
-export function toHealthCheck(spec: HealthCheckSpec | null): HealthCheck | undefined {
+/**
+ * Images Convoy builds have no shell but carry Convoy's exec-form probe; other images get a shell
+ * script that uses whatever HTTP client they have.
+ */
+export function toHealthCheck(spec: HealthCheckSpec | null, builtByConvoy: boolean): HealthCheck | undefined {
   if (!spec) return undefined;
-  const test = spec.type === 'HTTP' ? httpProbe(spec.port!, spec.path ?? '/') : ['CMD', ...(spec.command ?? [])];
+  const httpTest = () => (builtByConvoy ? httpProbeCommand(spec.port!, spec.path ?? '/') : httpProbe(spec.port!, spec.path ?? '/'));
+  const test = spec.type === 'HTTP' ? httpTest() : ['CMD', ...(spec.command ?? [])];
   return {
     test,
     intervalMs: spec.intervalSeconds * 1000,
@@ -66,6 +72,10 @@ function routingLabels(serviceId: string, config: DeploymentConfig, network: str
   };
 }
 
+function publishesOnHost(config: DeploymentConfig, settings: Config['deploy']): boolean {
+  return config.ports.some((p) => p.published && (p.mode === 'HOST' || settings.endpointMode === 'dnsrr'));
+}
+
 export type SpecInput = {
   serviceId: string;
   organizationId: string;
@@ -73,6 +83,8 @@ export type SpecInput = {
   image: string;
   replicas: number;
   config: DeploymentConfig;
+  /** The image came from a Convoy build (no shell, Convoy's probe inside). */
+  builtByConvoy: boolean;
 };
 
 export function toSwarmSpec(input: SpecInput, settings: Config['deploy']): SwarmServiceSpec {
@@ -93,12 +105,17 @@ export function toSwarmSpec(input: SpecInput, settings: Config['deploy']): Swarm
     },
     containerLabels: { [DEPLOYMENT_LABEL]: input.deploymentId, 'convoy.service-id': input.serviceId },
     networks: [{ name: network, aliases: [config.name] }],
-    ports: config.ports.map((p) => ({
-      target: p.target,
-      ...(p.published ? { published: p.published } : {}),
-      protocol: p.protocol === 'UDP' ? 'udp' : 'tcp',
-      publishMode: p.mode === 'HOST' ? 'host' : 'ingress',
-    })),
+    // A port without a published number is only reachable on the organization's network (and by the
+    // router); Swarm publishes only the others. Without IPVS (dnsrr) the ingress mesh cannot work, so
+    // published ports bind on the node instead.
+    ports: config.ports
+      .filter((p) => p.published)
+      .map((p) => ({
+        target: p.target,
+        published: p.published!,
+        protocol: p.protocol === 'UDP' ? ('udp' as const) : ('tcp' as const),
+        publishMode: p.mode === 'HOST' || settings.endpointMode === 'dnsrr' ? ('host' as const) : ('ingress' as const),
+      })),
     endpointMode: settings.endpointMode,
     resources: {
       ...(config.cpuLimit ? { cpuLimit: config.cpuLimit } : {}),
@@ -106,11 +123,11 @@ export function toSwarmSpec(input: SpecInput, settings: Config['deploy']): Swarm
       ...(config.cpuReservation ? { cpuReservation: config.cpuReservation } : {}),
       ...(config.memoryReservationMb ? { memoryReservationMb: config.memoryReservationMb } : {}),
     },
-    healthCheck: toHealthCheck(config.healthCheck),
+    healthCheck: toHealthCheck(config.healthCheck, input.builtByConvoy),
     placementConstraints: [],
     restartPolicy: { condition: 'any', delayMs: 1000 },
     // A host-mode port can be bound by one task per node: the new task cannot start before the old one stops.
-    update: { order: config.ports.some((p) => p.mode === 'HOST' && p.published) ? 'stop-first' : 'start-first', monitorMs, parallelism: 1, failureAction: 'rollback' },
+    update: { order: publishesOnHost(config, settings) ? 'stop-first' : 'start-first', monitorMs, parallelism: 1, failureAction: 'rollback' },
     rollback: { order: 'start-first', monitorMs, parallelism: 1 },
     stopGracePeriodMs: settings.stopGraceSeconds * 1000,
   };

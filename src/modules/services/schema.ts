@@ -52,6 +52,7 @@ const ServiceSource = builder.simpleObject('ServiceSource', {
     nixExpression: t.string({ nullable: true }),
     gitUrl: t.string({ nullable: true }),
     gitBranch: t.string({ nullable: true }),
+    hasGitToken: t.boolean({ description: 'Whether a repository access token is stored (it is never returned)' }),
   }),
 });
 
@@ -72,8 +73,8 @@ export const ServiceRef = builder.prismaObject('Service', {
     status: t.expose('status', { type: ServiceStatusEnum }),
     source: t.field({
       type: ServiceSource,
-      select: { sourceType: true, image: true, templateId: true, nixExpression: true, gitUrl: true, gitBranch: true },
-      resolve: (s) => ({ type: s.sourceType, image: s.image, templateId: s.templateId, nixExpression: s.nixExpression, gitUrl: s.gitUrl, gitBranch: s.gitBranch }),
+      select: { sourceType: true, image: true, templateId: true, nixExpression: true, gitUrl: true, gitBranch: true, gitTokenEnc: true },
+      resolve: (s) => ({ type: s.sourceType, image: s.image, templateId: s.templateId, nixExpression: s.nixExpression, gitUrl: s.gitUrl, gitBranch: s.gitBranch, hasGitToken: !!s.gitTokenEnc }),
     }),
     env: t.field({
       type: [EnvVar],
@@ -154,7 +155,14 @@ const ResourcesInput = builder.inputType('ResourcesInput', {
 });
 const ServiceSourceInput = builder.inputType('ServiceSourceInput', {
   description: 'Exactly one of image, templateId, nixExpression or gitUrl',
-  fields: (t) => ({ image: t.string(), templateId: t.id(), nixExpression: t.string(), gitUrl: t.string(), gitBranch: t.string() }),
+  fields: (t) => ({
+    image: t.string(),
+    templateId: t.id(),
+    nixExpression: t.string(),
+    gitUrl: t.string(),
+    gitBranch: t.string(),
+    gitToken: t.string({ description: 'Access token for a private repository; stored encrypted, never returned' }),
+  }),
 });
 
 const CreateServiceInput = builder.inputType('CreateServiceInput', {

@@ -6,10 +6,12 @@ import type { Config } from '../../config.js';
 import { parseInput } from '../common/parse.js';
 import { ConflictError, NotFoundError, QuotaExceededError, ValidationError } from '../common/errors.js';
 import { recordAudit } from '../audit/audit.js';
+import { encrypt } from '../../platform/crypto/aead.js';
+import { deriveKey } from '../../platform/crypto/tokens.js';
 import type { Actor } from '../auth/caller.js';
 import { createServiceInput, updateServiceInput, type CreateServiceInput } from './validation.js';
 
-export type ServiceDeps = { db: Db; bus: ConvoyBus; config: Pick<Config, 'baseDomain'> };
+export type ServiceDeps = { db: Db; bus: ConvoyBus; config: Pick<Config, 'baseDomain' | 'secretKey' | 'build'> };
 
 /** Scoped lookup: another organization's service is indistinguishable from a missing one. */
 export async function getService(deps: Pick<ServiceDeps, 'db'>, actor: Pick<Actor, 'organizationId'>, id: string): Promise<Service> {
@@ -20,11 +22,22 @@ export async function getService(deps: Pick<ServiceDeps, 'db'>, actor: Pick<Acto
   return service;
 }
 
-function sourceColumns(source: CreateServiceInput['source']) {
-  if (source.image) return { sourceType: SourceType.IMAGE, image: source.image, templateId: null, nixExpression: null, gitUrl: null, gitBranch: null };
-  if (source.templateId) return { sourceType: SourceType.TEMPLATE, image: null, templateId: source.templateId, nixExpression: null, gitUrl: null, gitBranch: null };
-  if (source.nixExpression) return { sourceType: SourceType.NIX, image: null, templateId: null, nixExpression: source.nixExpression, gitUrl: null, gitBranch: null };
-  return { sourceType: SourceType.GIT, image: null, templateId: null, nixExpression: null, gitUrl: source.gitUrl!, gitBranch: source.gitBranch ?? 'main' };
+function sourceColumns(config: ServiceDeps['config'], source: CreateServiceInput['source']) {
+  const none = { image: null, templateId: null, nixExpression: null, gitUrl: null, gitBranch: null, gitTokenEnc: null };
+  if (source.image) return { ...none, sourceType: SourceType.IMAGE, image: source.image };
+  if (source.templateId) return { ...none, sourceType: SourceType.TEMPLATE, templateId: source.templateId };
+  if (source.nixExpression) return { ...none, sourceType: SourceType.NIX, nixExpression: source.nixExpression };
+  if (source.gitUrl!.startsWith('file:') && !config.build.allowFileGitUrls) {
+    throw ValidationError.single(['source', 'gitUrl'], 'file:// URLs are not allowed on this installation');
+  }
+  return {
+    ...none,
+    sourceType: SourceType.GIT,
+    gitUrl: source.gitUrl!,
+    gitBranch: source.gitBranch ?? 'main',
+    // The token is kept encrypted and never returned; builds hand it to git through an askpass helper.
+    gitTokenEnc: source.gitToken ? encrypt(deriveKey(config.secretKey, 'git-token'), source.gitToken) : null,
+  };
 }
 
 function envObject(env: { name: string; value: string }[]): Record<string, string> {
@@ -77,7 +90,7 @@ export async function createService(deps: ServiceDeps, actor: Actor, input: unkn
           organizationId: actor.organizationId,
           name: parsed.name,
           status: ServiceStatus.PENDING,
-          ...sourceColumns(parsed.source),
+          ...sourceColumns(deps.config, parsed.source),
           env: envObject(parsed.env),
           cpuLimit: parsed.resources.cpuLimit ?? null,
           memoryLimitMb: parsed.resources.memoryLimitMb ?? null,
@@ -108,7 +121,7 @@ export async function updateService(deps: ServiceDeps, actor: Actor, id: string,
   const data: Prisma.ServiceUpdateInput = {};
   if (parsed.source) {
     await assertTemplateVisible(deps.db, actor.organizationId, parsed.source.templateId ?? null);
-    const { templateId, ...rest } = sourceColumns(parsed.source);
+    const { templateId, ...rest } = sourceColumns(deps.config, parsed.source);
     Object.assign(data, rest, { template: templateId ? { connect: { id: templateId } } : { disconnect: true } });
   }
   if (parsed.env) data.env = envObject(parsed.env);

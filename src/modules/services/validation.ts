@@ -1,13 +1,19 @@
 // Service input rules, built from the shared validation primitives.
 import { z } from 'zod';
+import { validateGitRef, validateGitUrl } from '../../platform/git/validate.js';
 import { LIMITS, cpu, dnsLabel, envVarName, hostname, HTTP_PATH, imageReference, memoryMb, port, replicas } from '../../shared/validation.js';
 
-// Git URLs and branches are validated strictly here; the builder re-checks before any git process starts.
-const GIT_URL = /^(?:https:\/\/[A-Za-z0-9.-]+(?::[0-9]{1,5})?\/[A-Za-z0-9._~\/-]+|ssh:\/\/[A-Za-z0-9._-]+@[A-Za-z0-9.-]+(?::[0-9]{1,5})?\/[A-Za-z0-9._~\/-]+|[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._~\/-]+)$/;
-const GIT_BRANCH = /^(?!-)(?!.*\.\.)(?!.*\/\/)(?!.*@\{)(?!.*\.lock$)[A-Za-z0-9._\/-]{1,200}(?<![./])$/;
-
-export const gitUrl = z.string().max(2048, 'must be at most 2048 characters').regex(GIT_URL, 'must be an https://, ssh:// or user@host:path Git URL');
-export const gitBranch = z.string().regex(GIT_BRANCH, 'must be a branch name: letters, digits, ".", "_", "-", "/"; not starting with "-"');
+// The Git rules are the clone code's own (src/platform/git), so the API refuses exactly what it would.
+// file:// URLs pass here and are checked against CONVOY_ALLOW_FILE_GIT_URLS by the service.
+export const gitUrl = z.string().superRefine((url, ctx) => {
+  const result = validateGitUrl(url, { allowFile: true });
+  if (!result.ok) ctx.addIssue({ code: 'custom', message: result.reason });
+});
+export const gitRef = z.string().superRefine((ref, ctx) => {
+  const result = validateGitRef(ref);
+  if (!result.ok) ctx.addIssue({ code: 'custom', message: result.reason });
+});
+const gitToken = z.string().min(1, 'must not be empty').max(512, 'must be at most 512 characters').regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
 
 const envVar = z.object({
   name: envVarName,
@@ -66,12 +72,14 @@ export const sourceSpec = z
     templateId: z.string().min(1).max(64).nullish(),
     nixExpression: z.string().min(1, 'must not be empty').max(65_536, 'must be at most 64 KiB').nullish(),
     gitUrl: gitUrl.nullish(),
-    gitBranch: gitBranch.nullish(),
+    gitBranch: gitRef.nullish(),
+    gitToken: gitToken.nullish(),
   })
   .superRefine((s, ctx) => {
     const kinds = [s.image, s.templateId, s.nixExpression, s.gitUrl].filter((v) => v != null).length;
     if (kinds !== 1) ctx.addIssue({ code: 'custom', path: [], message: 'give exactly one of image, templateId, nixExpression or gitUrl' });
     if (s.gitBranch && !s.gitUrl) ctx.addIssue({ code: 'custom', path: ['gitBranch'], message: 'is only valid with gitUrl' });
+    if (s.gitToken && !s.gitUrl) ctx.addIssue({ code: 'custom', path: ['gitToken'], message: 'is only valid with gitUrl' });
   });
 
 const customDomains = z.array(hostname).max(LIMITS.customDomains, `must have at most ${LIMITS.customDomains} domains`);

@@ -30,6 +30,8 @@ export interface NixBuilderOptions {
    */
   restrictEval?: boolean;
   readablePaths?: string[];
+  /** Where to register built outputs as GC roots, so a garbage collection cannot take them. */
+  gcRootDir?: string;
 }
 
 const DEFAULT_BUILD_TIMEOUT_MS = 60 * 60_000;
@@ -38,7 +40,11 @@ const MAX_ERROR_LENGTH = 4_000;
 const ARG_NAME = /^[A-Za-z_][A-Za-z0-9_'-]*$/;
 const ATTRIBUTE_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 
-/** Reads the builder's settings from the environment (NIX_SUBSTITUTERS, NIX_TRUSTED_PUBLIC_KEYS, ...). */
+/**
+ * The builder's settings from the environment: NIX_SUBSTITUTERS and NIX_TRUSTED_PUBLIC_KEYS (space
+ * separated; an empty NIX_SUBSTITUTERS means no binary cache), NIX_PATH, NIX_GC_ROOT_DIR,
+ * CONVOY_STATIC_BUSYBOX, BUILD_TIMEOUT_SECONDS.
+ */
 export function nixBuilderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): NixBuilderOptions {
   const list = z.string().transform((v) => v.split(/\s+/).filter(Boolean));
   const parsed = z
@@ -46,7 +52,8 @@ export function nixBuilderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): 
       NIX_SUBSTITUTERS: list.optional(),
       NIX_TRUSTED_PUBLIC_KEYS: list.optional(),
       NIX_PATH: z.string().optional(),
-      CONVOY_STATIC_BUSYBOX: z.string().optional(),
+      NIX_GC_ROOT_DIR: z.string().startsWith('/').optional(),
+      CONVOY_STATIC_BUSYBOX: z.string().startsWith('/').optional(),
       BUILD_TIMEOUT_SECONDS: z.coerce.number().int().positive().optional(),
     })
     .parse(env);
@@ -54,6 +61,7 @@ export function nixBuilderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): 
     substituters: parsed.NIX_SUBSTITUTERS,
     trustedPublicKeys: parsed.NIX_TRUSTED_PUBLIC_KEYS,
     nixPath: parsed.NIX_PATH,
+    gcRootDir: parsed.NIX_GC_ROOT_DIR,
     staticBusybox: parsed.CONVOY_STATIC_BUSYBOX,
     defaultBuildTimeoutMs: parsed.BUILD_TIMEOUT_SECONDS === undefined ? undefined : parsed.BUILD_TIMEOUT_SECONDS * 1000,
   };
@@ -135,6 +143,8 @@ export class NixBuilder implements Builder {
       if (!realised.ok) return realised;
     }
 
+    const rooted = await this.addGcRoot(out.value, context);
+    if (!rooted.ok) return rooted;
     const closure = await this.closureWithSize(out.value, context);
     if (!closure.ok) return closure;
     return { status: 'SUCCEEDED', closure: closure.value.paths, closureSizeBytes: closure.value.sizeBytes };
@@ -238,6 +248,14 @@ export class NixBuilder implements Builder {
     const run = await this.run('nix-store', ['--realise', ...this.optionArgs(), drvPath], context);
     const failure = failureOf(run, context, 'build failed');
     return failure ?? { ok: true, value: undefined };
+  }
+
+  private async addGcRoot(outPath: string, context: StepContext): Promise<Step<void>> {
+    if (!this.options.gcRootDir) return { ok: true, value: undefined };
+    // Realising a valid path builds nothing; it only registers the root (a symlink named after it).
+    const root = join(this.options.gcRootDir, basename(outPath));
+    const run = await this.run('nix-store', ['--realise', '--add-root', root, outPath], context);
+    return failureOf(run, context, 'could not register a GC root') ?? { ok: true, value: undefined };
   }
 
   private async closureWithSize(outPath: string, context: StepContext): Promise<Step<{ paths: string[]; sizeBytes: number }>> {

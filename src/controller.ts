@@ -1,0 +1,14 @@
+// Everything the `controller` process runs: deploy, build and maintenance workers.
+import type { App } from './app.js';
+import { startDeployController } from './modules/deployments/controller.js';
+import { startBuildController } from './modules/builds/controller.js';
+
+export async function startControllers(app: App) {
+  const deploys = await startDeployController(app);
+  const builds = await startBuildController(app);
+  return {
+    async close() {
+      await Promise.allSettled([builds.close(), deploys.close()]);
+    },
+  };
+}
