@@ -182,6 +182,16 @@ describe('building from a template', () => {
     expect((await waitForDeploymentOf(build.id)).status).toBe('RUNNING');
     expect(await answer(name)).toContain('Hello from Convoy');
   });
+
+  it('a service made from a template starts with its port, health check and resources', async () => {
+    const template = await api.app.db.template.findFirstOrThrow({ where: { slug: 'busybox-http', builtIn: true } });
+    const created = await api.gql(
+      `mutation($i: CreateServiceInput!) { createService(input: $i) { ... on Service { ports { target } healthCheck { type path port } resources { cpuLimit memoryLimitMb } } } }`,
+      { i: { name: uniqueName('prefill'), source: { templateId: template.id } } },
+      { token: user.accessToken },
+    );
+    expect(created.data.createService).toEqual({ ports: [{ target: 8080 }], healthCheck: { type: 'HTTP', path: '/healthz', port: 8080 }, resources: { cpuLimit: 0.1, memoryLimitMb: 32 } });
+  });
 });
 
 describe('hostile input and secrets', () => {

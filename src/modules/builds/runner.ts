@@ -18,7 +18,7 @@ import { detectSource, shallowClone, TEMPLATE_FOR_SOURCE } from '../../platform/
 import { decrypt } from '../../platform/crypto/aead.js';
 import { deriveKey } from '../../platform/crypto/tokens.js';
 import { transitionServiceStatus } from '../services/service.js';
-import { componentsOf } from '../templates/service.js';
+import { mainComponent } from '../templates/service.js';
 import { queueDeployment, snapshotConfig, type DeployDeps } from '../deployments/service.js';
 import type { PortSpec } from '../services/validation.js';
 import { cancelFlagKey, FINISHED_BUILD_STATUSES, publishBuildStatus } from './service.js';
@@ -102,9 +102,7 @@ async function prepareSource(deps: BuildRunnerDeps, service: Service, build: Bui
     case SourceType.TEMPLATE: {
       const template = await deps.db.template.findUniqueOrThrow({ where: { id: service.templateId! } });
       if (template.builtIn) return { ...(await builtInTemplateSource(template.slug)), commitSha: null };
-      const components = componentsOf(template);
-      // The app is the component nothing else depends on.
-      const main = components.find((c) => !components.some((o) => (o.dependsOn ?? []).some((d) => d.component === c.name))) ?? components[0];
+      const main = mainComponent(template)!;
       return {
         source: { kind: 'expression', expression: main.expression! },
         entrypoint: async (outPath) => (main.start?.length ? startCommand({ start: main.start }, outPath) : defaultEntrypoint(outPath)),

@@ -1,5 +1,6 @@
 import type { Db } from '../../platform/db/client.js';
-import type { Prisma, Service } from '../../generated/prisma/client.js';
+import type { Prisma, Service, Template } from '../../generated/prisma/client.js';
+import { mainComponent } from '../templates/service.js';
 import { ServiceStatus, SourceType } from '../../generated/prisma/enums.js';
 import type { ConvoyBus, ServiceEventKind } from '../../events.js';
 import type { Config } from '../../config.js';
@@ -44,10 +45,29 @@ function envObject(env: { name: string; value: string }[]): Record<string, strin
   return Object.fromEntries(env.map((v) => [v.name, v.value]));
 }
 
-async function assertTemplateVisible(db: Db, organizationId: string, templateId: string | null) {
-  if (!templateId) return;
+async function assertTemplateVisible(db: Db, organizationId: string, templateId: string | null): Promise<Template | null> {
+  if (!templateId) return null;
   const template = await db.template.findFirst({ where: { id: templateId, OR: [{ organizationId }, { organizationId: null }] } });
   if (!template) throw ValidationError.single(['source', 'templateId'], 'no such template');
+  return template;
+}
+
+/** A service made from a template starts from the template's port, health check, resources and env. */
+function withTemplateDefaults(parsed: CreateServiceInput, given: Record<string, unknown>, template: Template): CreateServiceInput {
+  const component = mainComponent(template);
+  const port = component?.port ?? null;
+  const defaults = { ...((template.defaultEnv ?? {}) as Record<string, string>), ...(component?.env ?? {}) };
+  const userEnv = new Set(parsed.env.map((v) => v.name));
+  return {
+    ...parsed,
+    env: [...Object.entries(defaults).filter(([name]) => !userEnv.has(name)).map(([name, value]) => ({ name, value })), ...parsed.env],
+    ports: given.ports === undefined && port ? [{ target: port, published: null, protocol: 'TCP', mode: 'INGRESS' }] : parsed.ports,
+    healthCheck:
+      given.healthCheck === undefined && port && component?.healthCheck?.path
+        ? { type: 'HTTP', path: component.healthCheck.path, port, command: null, intervalSeconds: 10, timeoutSeconds: 5, retries: 3, startPeriodSeconds: 0 }
+        : parsed.healthCheck,
+    resources: given.resources === undefined ? { ...parsed.resources, cpuLimit: template.defaultCpu, memoryLimitMb: template.defaultMemoryMb } : parsed.resources,
+  };
 }
 
 /** Quotas are checked synchronously, before anything is written. */
@@ -74,8 +94,9 @@ export async function publishServiceEvent(bus: ConvoyBus, kind: ServiceEventKind
 }
 
 export async function createService(deps: ServiceDeps, actor: Actor, input: unknown): Promise<Service> {
-  const parsed = parseInput(createServiceInput, input);
-  await assertTemplateVisible(deps.db, actor.organizationId, parsed.source.templateId ?? null);
+  const validated = parseInput(createServiceInput, input);
+  const template = await assertTemplateVisible(deps.db, actor.organizationId, validated.source.templateId ?? null);
+  const parsed = template ? withTemplateDefaults(validated, input as Record<string, unknown>, template) : validated;
   await assertWithinQuota(deps.db, actor.organizationId, {
     addServices: 1,
     replicas: parsed.replicas,

@@ -29,7 +29,15 @@ export type StoredComponent = {
   env?: Record<string, string>;
   dependsOn?: { component: string; envPrefix: string }[];
   expression?: string;
+  /** Built-ins declare the HTTP path their app answers health checks on. */
+  healthCheck?: { path?: string };
 };
+
+/** The component that no other depends on: the one a service built from the template runs. */
+export function mainComponent(template: Pick<Template, 'components'>): StoredComponent | undefined {
+  const components = componentsOf(template);
+  return components.find((c) => !components.some((o) => (o.dependsOn ?? []).some((d) => d.component === c.name))) ?? components[0];
+}
 
 // Evaluation runs while the mutation waits: long enough for an `import <nixpkgs>`, short enough for a request.
 const EVALUATION_TIMEOUT_MS = 30_000;
