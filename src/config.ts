@@ -30,6 +30,8 @@ const schema = z.object({
   CONVOY_DRIFT_POLICY: z.enum(['recreate', 'mark']).default('recreate'),
   CONVOY_RECONCILE_INTERVAL_SECONDS: z.coerce.number().min(1).max(3600).default(30),
   CONVOY_JOB_LOCK_SECONDS: z.coerce.number().min(2).max(600).default(30),
+  // Built images of this many latest healthy deployments per service stay on the node for rollbacks.
+  CONVOY_KEEP_IMAGES: z.coerce.number().int().min(1).max(100).default(5),
   CONVOY_DEPLOY_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(8),
   // Builds.
   REGISTRY_URL: z.string().regex(/^[a-z0-9.-]+(:[0-9]{1,5})?(\/[a-z0-9._/-]+)?$/, 'must be host[:port][/path] of a Docker registry').optional(),
@@ -67,13 +69,15 @@ export type Config = {
     reconcileIntervalSeconds: number;
     jobLockSeconds: number;
     concurrency: number;
+    keepImages: number;
   };
 };
 
 export class ConfigError extends Error {}
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
-  const parsed = schema.safeParse(env);
+  // An empty variable (as in a copied .env.example) means "not set".
+  const parsed = schema.safeParse(Object.fromEntries(Object.entries(env).filter(([, value]) => value !== '')));
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
     throw new ConfigError(`invalid configuration: ${problems}`);
@@ -113,6 +117,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       reconcileIntervalSeconds: e.CONVOY_RECONCILE_INTERVAL_SECONDS,
       jobLockSeconds: e.CONVOY_JOB_LOCK_SECONDS,
       concurrency: e.CONVOY_DEPLOY_CONCURRENCY,
+      keepImages: e.CONVOY_KEEP_IMAGES,
     },
   };
 }

@@ -7,6 +7,7 @@ import { NIX_LIB_DIR, nixString, nonce, processesMentioning } from './helpers/ni
 import { ncGet, runProbeContainer, uniqueName } from './helpers/swarm.js';
 import { subscribe } from './helpers/subscribe.js';
 import { organizationNetworkName } from '../src/modules/deployments/spec.js';
+import { pruneBuiltImages } from '../src/modules/deployments/images.js';
 
 let api: TestApi;
 let user: TestUser;
@@ -128,6 +129,13 @@ describe('building from Git', () => {
 
     const history = await api.gql(`query($id: ID!) { deployments(serviceId: $id, first: 5) { edges { node { build { commitSha } } } } }`, { id }, { token: user.accessToken });
     expect(history.data.deployments.edges.map((e: any) => e.node.build.commitSha)).toEqual([second, first]);
+
+    // Keeping one healthy deployment's image: the first build's image goes, the running one stays.
+    const removed = await pruneBuiltImages(api.app, 1);
+    expect(removed).toContain(b1.imageRef);
+    expect(removed).not.toContain(b2.imageRef);
+    await expect(api.app.docker.getImage(b1.imageRef).inspect()).rejects.toMatchObject({ statusCode: 404 });
+    expect((await api.app.docker.getImage(b2.imageRef).inspect()).Id).toBe(b2.imageId);
   });
 
   it('a rebuild of an unchanged source is a cache hit with the same image', async () => {

@@ -5,10 +5,12 @@ import { transitionServiceStatus } from '../services/service.js';
 import { deployJobId, enqueueDeployment, queueDeployment, type DeployDeps } from './service.js';
 import { removeServiceRuntime, type RunnerDeps } from './runner.js';
 import { swarmServiceName, type DeploymentConfig } from './spec.js';
+import { pruneBuiltImages } from './images.js';
+import type Docker from 'dockerode';
 
-export type ReconcileDeps = RunnerDeps & DeployDeps;
+export type ReconcileDeps = RunnerDeps & DeployDeps & { docker: Docker };
 
-export type ReconcileReport = { resumed: string[]; recreated: string[]; markedFailed: string[]; removed: string[] };
+export type ReconcileReport = { resumed: string[]; recreated: string[]; markedFailed: string[]; removed: string[]; prunedImages: string[] };
 
 /** Re-queues unfinished deployments whose job is gone or already ended (lost with a crashed controller). */
 async function resumeUnfinishedDeployments(deps: ReconcileDeps): Promise<string[]> {
@@ -27,7 +29,7 @@ async function resumeUnfinishedDeployments(deps: ReconcileDeps): Promise<string[
 }
 
 export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
-  const report: ReconcileReport = { resumed: await resumeUnfinishedDeployments(deps), recreated: [], markedFailed: [], removed: [] };
+  const report: ReconcileReport = { resumed: await resumeUnfinishedDeployments(deps), recreated: [], markedFailed: [], removed: [], prunedImages: [] };
 
   const settled = await deps.db.service.findMany({
     where: { deletedAt: null, currentDeploymentId: { not: null }, status: { in: [ServiceStatus.RUNNING, ServiceStatus.STOPPED] } },
@@ -62,5 +64,6 @@ export async function reconcile(deps: ReconcileDeps): Promise<ReconcileReport> {
       report.removed.push(id);
     }
   }
+  report.prunedImages = await pruneBuiltImages(deps, deps.config.deploy.keepImages);
   return report;
 }

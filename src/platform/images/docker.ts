@@ -93,3 +93,18 @@ async function followProgress(docker: Docker, stream: NodeJS.ReadableStream): Pr
   if (failed) throw new ImageError(failed.errorDetail?.message ?? failed.error ?? 'docker reported an error');
   return events;
 }
+
+/**
+ * Removes a local image; false when a running container uses it (or it was already gone). Stopped
+ * containers (Swarm's task history) do not keep it: `force` untags it all the same.
+ */
+export async function removeImage(docker: Docker, reference: string): Promise<boolean> {
+  try {
+    await docker.getImage(reference).remove({ force: true });
+    return true;
+  } catch (error) {
+    const status = (error as { statusCode?: number }).statusCode;
+    if (status === 404 || status === 409) return false;
+    throw error;
+  }
+}
