@@ -132,7 +132,7 @@ async function runningTask(serviceId: string): Promise<DockerTask | undefined> {
 
 /** What Convoy asks Swarm for on a fresh deploy (src/platform/orchestrator/docker-spec.ts), written out by hand. */
 function baselineSpec(name: string): Docker.ServiceSpec {
-  const check = toHealthCheck(HEALTH as HealthCheckSpec)!;
+  const check = toHealthCheck(HEALTH as HealthCheckSpec, false)!;
   const update = { Parallelism: 1, Delay: 0, Monitor: Number(DEPLOY_TEST_SETTINGS.CONVOY_UPDATE_MONITOR_SECONDS) * 1000 * NANOS_PER_MS, MaxFailureRatio: 0, Order: 'start-first' };
   return {
     Name: name,
