@@ -55,19 +55,21 @@ export async function runDeployment(deps: RunnerDeps, deploymentId: string, sign
   if (deployment.status === DeploymentStatus.QUEUED) {
     await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.DEPLOYING, `applying ${deployment.image} with ${deployment.replicas} replica(s)`, { startedAt: new Date(), deadlineAt: deadline });
   }
-  if (deployment.kind !== DeploymentKind.STOP) await transitionServiceStatus(deps, service.id, activeServiceStatus(deployment.kind), `${deployment.kind.toLowerCase()} ${deployment.id} started`);
+  // The status change is bookkeeping: it runs alongside the Swarm calls rather than before them.
+  const statusChange = deployment.kind !== DeploymentKind.STOP ? transitionServiceStatus(deps, service.id, activeServiceStatus(deployment.kind), `${deployment.kind.toLowerCase()} ${deployment.id} started`) : Promise.resolve(null);
 
   const spec = specFor(deps, service, deployment);
   try {
-    await applySpec(deps, service, deployment, spec, deadline, signal);
+    await applySpec(deps, service, deployment, spec, deadline, signal, statusChange);
   } catch (error) {
+    await statusChange.catch(() => null);
     // Swarm refused the spec: retrying cannot help. Nothing changed in Swarm, so what ran keeps running.
     if (error instanceof OrchestratorError && error.code === 'INVALID') return failWithoutChange(deps, deployment.id, `Swarm refused the service: ${error.message}`);
     throw error;
   }
 }
 
-async function applySpec(deps: RunnerDeps, service: Service, deployment: Deployment, spec: ReturnType<typeof specFor>, deadline: Date, signal?: AbortSignal) {
+async function applySpec(deps: RunnerDeps, service: Service, deployment: Deployment, spec: ReturnType<typeof specFor>, deadline: Date, signal: AbortSignal | undefined, statusChange: Promise<unknown>) {
   await deps.orchestrator.ensureNetwork(organizationNetworkName(service.organizationId), { 'convoy.organization-id': service.organizationId, 'convoy.managed': 'true' });
   const existing = await deps.orchestrator.findServiceByName(spec.name);
   let swarmServiceId: string;
@@ -83,7 +85,10 @@ async function applySpec(deps: RunnerDeps, service: Service, deployment: Deploym
   }
   await deps.db.deployment.update({ where: { id: deployment.id }, data: { swarmServiceId } });
 
-  const result = await deps.orchestrator.waitForRollout(swarmServiceId, { deploymentId: deployment.id, desiredReplicas: spec.replicas, deadline, signal, failedTaskLimit: 3 });
+  const [result] = await Promise.all([
+    deps.orchestrator.waitForRollout(swarmServiceId, { deploymentId: deployment.id, desiredReplicas: spec.replicas, deadline, signal, failedTaskLimit: 3 }),
+    statusChange,
+  ]);
   if (signal?.aborted) return; // shutting down: the job is retried and resumes watching
   if (result.outcome === 'healthy') await markHealthy(deps, service, deployment);
   else await handleFailure(deps, service, deployment, swarmServiceId, result);

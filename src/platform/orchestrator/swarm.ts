@@ -6,10 +6,13 @@ import {
   DEPLOYMENT_LABEL,
   OrchestratorError,
   type LogLine,
+  type NodeAvailability,
+  type NodeInfo,
   type Orchestrator,
   type RolloutResult,
   type ServiceInfo,
   type ServiceLogsOptions,
+  type SwarmJoinInfo,
   type SwarmServiceSpec,
   type TaskInfo,
   type UpdateServiceOptions,
@@ -29,7 +32,11 @@ import { readDockerFrames } from './docker-frames.js';
 import { RolloutTracker } from './rollout.js';
 import { parseServiceLogPayload, TaskSlotLookup } from './service-logs.js';
 
-const ROLLOUT_POLL_MS = 300;
+// Poll quickly while a rollout is young (most finish within seconds, and each poll is two cheap API
+// calls), then back off so long rollouts do not load the engine.
+const ROLLOUT_FAST_POLL_MS = 100;
+const ROLLOUT_SLOW_POLL_MS = 500;
+const ROLLOUT_FAST_PHASE_MS = 30_000;
 const DEFAULT_FAILED_TASK_LIMIT = 3;
 const SWARM_LISTEN_ADDR = '0.0.0.0:2377';
 const NETWORK_ALLOCATION_POLLS = 30;
@@ -196,7 +203,8 @@ export class SwarmOrchestrator implements Orchestrator {
 
       const remainingMs = deadline.getTime() - Date.now();
       if (remainingMs <= 0) return tracker.resultAtDeadline(Date.now() - startedAt);
-      await sleep(Math.min(ROLLOUT_POLL_MS, remainingMs), undefined, { signal });
+      const interval = Date.now() - startedAt < ROLLOUT_FAST_PHASE_MS ? ROLLOUT_FAST_POLL_MS : ROLLOUT_SLOW_POLL_MS;
+      await sleep(Math.min(interval, remainingMs), undefined, { signal });
     }
   }
 
@@ -222,6 +230,39 @@ export class SwarmOrchestrator implements Orchestrator {
       options.signal?.removeEventListener('abort', abortRequest);
       request.abort();
       body?.destroy();
+    }
+  }
+
+  async swarmJoinInfo(): Promise<SwarmJoinInfo> {
+    const swarm = await this.swarmState();
+    if (swarm.LocalNodeState !== 'active' || !swarm.ControlAvailable) {
+      throw new OrchestratorError('UNAVAILABLE', 'this Docker engine is not a swarm manager');
+    }
+    const inspected = await this.call('inspect the swarm', () => this.docker.swarmInspect() as Promise<{ JoinTokens?: { Worker?: string } }>);
+    const workerJoinToken = inspected.JoinTokens?.Worker;
+    if (!workerJoinToken) throw new OrchestratorError('UNAVAILABLE', 'the swarm reports no worker join token');
+    return { workerJoinToken, managerAddresses: (swarm.RemoteManagers ?? []).map((manager) => manager.Addr) };
+  }
+
+  async listNodes(): Promise<NodeInfo[]> {
+    const nodes = await this.call('list swarm nodes', () => this.docker.listNodes() as Promise<DockerNode[]>);
+    return nodes.map(toNodeInfo);
+  }
+
+  async setNodeAvailability(nodeId: string, availability: NodeAvailability): Promise<void> {
+    const node = this.docker.getNode(nodeId);
+    const current = await this.call(`inspect node ${nodeId}`, () => node.inspect() as Promise<DockerNode>);
+    if (current.Spec?.Availability === availability) return;
+    await this.call(`set node ${nodeId} to ${availability}`, () =>
+      node.update({ _query: { version: current.Version?.Index }, _body: { ...current.Spec, Availability: availability } }),
+    );
+  }
+
+  async removeNode(nodeId: string, options: { force?: boolean } = {}): Promise<void> {
+    try {
+      await this.call(`remove node ${nodeId}`, () => this.docker.getNode(nodeId).remove({ force: options.force ?? false }));
+    } catch (error) {
+      if (!isCode(error, 'NOT_FOUND')) throw error;
     }
   }
 
@@ -300,7 +341,29 @@ type SwarmLocalState = {
   LocalNodeState: 'inactive' | 'pending' | 'active' | 'error' | 'locked';
   ControlAvailable: boolean;
   Error?: string;
+  RemoteManagers?: { NodeID: string; Addr: string }[] | null;
 };
+
+type DockerNode = {
+  ID: string;
+  Version?: { Index?: number };
+  Spec?: { Availability?: NodeAvailability; Role?: 'manager' | 'worker'; Labels?: Record<string, string>; Name?: string };
+  Description?: { Hostname?: string };
+  Status?: { State?: string; Addr?: string };
+  ManagerStatus?: { Addr?: string };
+};
+
+function toNodeInfo(node: DockerNode): NodeInfo {
+  return {
+    id: node.ID,
+    hostname: node.Description?.Hostname ?? '',
+    role: node.Spec?.Role ?? 'worker',
+    availability: node.Spec?.Availability ?? 'active',
+    state: node.Status?.State ?? 'unknown',
+    address: node.ManagerStatus?.Addr ?? node.Status?.Addr ?? null,
+    labels: node.Spec?.Labels ?? {},
+  };
+}
 
 function assertDeploymentLabel(spec: SwarmServiceSpec): void {
   if (!spec.containerLabels[DEPLOYMENT_LABEL]) {
