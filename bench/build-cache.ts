@@ -17,11 +17,12 @@ import type Docker from 'dockerode';
 import globalSetup from '../test/global-setup.js';
 import { DEPLOY_TEST_SETTINGS, startTestApi, type TestApi, type TestUser } from '../test/helpers/api.js';
 import { commitFiles, initRepo, removeDirs, tempDir } from '../test/helpers/git.js';
-import { NIX_LIB_DIR, nixString, nonce } from '../test/helpers/nix.js';
+import { httpAppExpression, nonce } from '../test/helpers/nix.js';
 import { removeTestImages } from '../test/helpers/images.js';
 import { SwarmCleanup, testDocker, uniqueName } from '../test/helpers/swarm.js';
 import { swarmServiceName } from '../src/modules/deployments/spec.js';
 import type { DockerTask } from '../src/platform/orchestrator/docker-spec.js';
+import { describeMarks, describeMedians, fmt, median, type Marks, type Phase } from './lib/timing.js';
 
 const TARGET_REBUILD_BUILD_MS = 2000;
 const TARGET_REBUILD_OVER_REDEPLOY = 3;
@@ -34,7 +35,6 @@ const DEPLOY_TIMEOUT_MS = 90_000;
 const HEALTH = { type: 'HTTP', path: '/healthz', port: 8080, intervalSeconds: 1, timeoutSeconds: 2, retries: 2 };
 
 /** Wall-clock moments (ms since the epoch) of one run, for --profile. */
-type Marks = Record<string, number | undefined>;
 type Run = { ms: number; buildMs?: number; cacheHit?: boolean; marks: Marks };
 type BuildRow = { id: string; status: string; cacheHit: boolean; durationMs: number | null; imageRef: string | null; imageId: string | null; commitSha: string | null; error: string | null; startedAt: Date | null; finishedAt: Date | null };
 
@@ -53,24 +53,6 @@ const imageRefs = new Set<string>();
 /** Timings of the in-process controller's calls during the current run (the bench runs one thing at a time). */
 let current: Marks = {};
 
-/** A repository's default.nix: busybox httpd serving `content`, with a start script Convoy runs (from test/builds.test.ts). */
-function httpApp(content: string, extraScript = ''): string {
-  return `{ convoyBusybox }:
-(import ${nixString(NIX_LIB_DIR)}).bootstrap.runBusybox {
-  name = "repo-app";
-  busybox = convoyBusybox;
-  env = { content = ${nixString(content)}; };
-  script = ''
-    ${extraScript}
-    mkdir -p $out/bin $out/www
-    printf '%s' "$content" > $out/www/index.html
-    printf 'ok' > $out/www/healthz
-    printf '#!%s sh\\nexec %s httpd -f -v -p 8080 -h %s\\n' "$busybox/busybox" "$busybox/busybox" "$out/www" > $out/bin/convoy-start
-    chmod 0555 $out/bin/convoy-start
-  '';
-}
-`;
-}
 
 async function main() {
   await globalSetup();
@@ -136,7 +118,7 @@ async function main() {
 // ---- the three kinds of run ----
 
 async function runColdBuild(): Promise<Run> {
-  const sha = await commitFiles(repo!, { 'default.nix': httpApp(`build-cache ${nonce()}`) }, 'cold');
+  const sha = await commitFiles(repo!, { 'default.nix': httpAppExpression(`build-cache ${nonce()}`) }, 'cold');
   // Built by commit, so the rebuild that follows asks for exactly this commit again.
   return runBuild(() => gql(`mutation($s: ID!, $r: String) { buildService(serviceId: $s, ref: $r) { __typename ... on Build { id } ... on Error { message } } }`, { s: serviceId, r: sha }).then((d) => d.buildService), sha);
 }
@@ -222,8 +204,6 @@ async function gql(query: string, variables: Record<string, unknown>): Promise<a
 
 // ---- --profile: where the time goes ----
 
-type Phase = [label: string, from: string, to: string];
-
 const DEPLOY_PHASES: Phase[] = [
   ['lookup+update call', 'deployStarted', 'updateDone'],
   ['container started', 'updateDone', 'containerStarted'],
@@ -308,34 +288,6 @@ function instrument(testApi: TestApi) {
     marks.rolloutDone = Date.now();
     return result;
   };
-}
-
-function describeMarks(marks: Marks, phases: Phase[]): string {
-  return phases.map(([label, from, to]) => `${label} ${span(marks, from, to)}`).join(', ');
-}
-
-function describeMedians(runs: Run[], phases: Phase[]): string {
-  return phases
-    .map(([label, from, to]) => {
-      const values = runs.map((r) => (r.marks[from] !== undefined && r.marks[to] !== undefined ? r.marks[to]! - r.marks[from]! : NaN)).filter((v) => !Number.isNaN(v));
-      return `${label} ${values.length ? fmt(median(values)) : '?'}`;
-    })
-    .join(', ');
-}
-
-function span(marks: Marks, from: string, to: string): string {
-  const [a, b] = [marks[from], marks[to]];
-  return a === undefined || b === undefined || Number.isNaN(a) || Number.isNaN(b) ? '?' : fmt(b - a);
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-}
-
-function fmt(ms: number): string {
-  return `${Math.round(ms)} ms`;
 }
 
 // ---- cleanup, also on Ctrl-C ----

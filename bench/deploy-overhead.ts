@@ -18,6 +18,7 @@ import { subscribe, type Collected } from '../test/helpers/subscribe.js';
 import { swarmServiceName, toHealthCheck } from '../src/modules/deployments/spec.js';
 import type { HealthCheckSpec } from '../src/modules/services/validation.js';
 import type { DockerTask } from '../src/platform/orchestrator/docker-spec.js';
+import { describeMarks, describeMedians, fmt, median, type Marks, type Phase } from './lib/timing.js';
 
 const TARGET_RATIO = 1.1;
 /** How often the baseline asks Swarm for the task list: its detection lag is half this on average. */
@@ -32,7 +33,6 @@ const HEALTH = { type: 'HTTP', path: '/health', port: TEST_APP_PORT, intervalSec
 
 type DeploymentEvent = { status: string; message: string; at: string };
 /** Wall-clock moments (ms since the epoch) of one run, for --profile. */
-type Marks = Record<string, number | undefined>;
 type Run = { ms: number; marks: Marks; note?: string; sql?: { mutation: number; run: number } };
 
 const { values: args } = parseArgs({ options: { pairs: { type: 'string', default: '5' }, profile: { type: 'boolean', default: false } } });
@@ -273,8 +273,6 @@ async function gql(query: string, variables: Record<string, unknown>): Promise<a
 
 // ---- --profile: where the time goes ----
 
-type Phase = [label: string, from: string, to: string];
-
 const SWARM_PHASES: Phase[] = [
   ['task created', 'created', 'taskCreated'],
   ['container started', 'taskCreated', 'containerStarted'],
@@ -352,34 +350,6 @@ function instrumentOrchestrator(testApi: TestApi) {
     if (marks) marks.rolloutDone = Date.now();
     return result;
   };
-}
-
-function describeMarks(marks: Marks, phases: Phase[]): string {
-  return phases.map(([label, from, to]) => `${label} ${span(marks, from, to)}`).join(', ');
-}
-
-function describeMedians(runs: Run[], phases: Phase[]): string {
-  return phases
-    .map(([label, from, to]) => {
-      const values = runs.map((r) => (r.marks[from] !== undefined && r.marks[to] !== undefined ? r.marks[to]! - r.marks[from]! : NaN)).filter((v) => !Number.isNaN(v));
-      return `${label} ${values.length ? fmt(median(values)) : '?'}`;
-    })
-    .join(', ');
-}
-
-function span(marks: Marks, from: string, to: string): string {
-  const [a, b] = [marks[from], marks[to]];
-  return a === undefined || b === undefined || Number.isNaN(a) || Number.isNaN(b) ? '?' : fmt(b - a);
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-}
-
-function fmt(ms: number): string {
-  return `${Math.round(ms)} ms`;
 }
 
 // ---- cleanup, also on Ctrl-C ----

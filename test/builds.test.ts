@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEPLOY_TEST_SETTINGS, startTestApi, type TestApi, type TestUser } from './helpers/api.js';
 import { commitFiles, initRepo, removeDirs, tempDir } from './helpers/git.js';
-import { NIX_LIB_DIR, nixString, nonce, processesMentioning } from './helpers/nix.js';
+import { httpAppExpression, nonce, processesMentioning } from './helpers/nix.js';
 import { ncGet, runProbeContainer, uniqueName } from './helpers/swarm.js';
 import { subscribe } from './helpers/subscribe.js';
 import { organizationNetworkName } from '../src/modules/deployments/spec.js';
@@ -14,24 +14,6 @@ let user: TestUser;
 let repo: string;
 const dirs: string[] = [];
 
-/** A repository's default.nix: busybox httpd serving `content`, with a start script Convoy runs. */
-function httpApp(content: string, extraScript = ''): string {
-  return `{ convoyBusybox }:
-(import ${nixString(NIX_LIB_DIR)}).bootstrap.runBusybox {
-  name = "repo-app";
-  busybox = convoyBusybox;
-  env = { content = ${nixString(content)}; };
-  script = ''
-    ${extraScript}
-    mkdir -p $out/bin $out/www
-    printf '%s' "$content" > $out/www/index.html
-    printf 'ok' > $out/www/healthz
-    printf '#!%s sh\\nexec %s httpd -f -v -p 8080 -h %s\\n' "$busybox/busybox" "$busybox/busybox" "$out/www" > $out/bin/convoy-start
-    chmod 0555 $out/bin/convoy-start
-  '';
-}
-`;
-}
 
 const HEALTH = { type: 'HTTP', path: '/healthz', port: 8080, intervalSeconds: 1, timeoutSeconds: 2, retries: 2 };
 
@@ -93,8 +75,8 @@ async function answer(name: string) {
 
 describe('building from Git', () => {
   it('builds two commits in turn, records each SHA, and serves the second; a broken commit fails and changes nothing', async () => {
-    const first = await commitFiles(repo, { 'default.nix': httpApp('commit one') }, 'first');
-    const second = await commitFiles(repo, { 'default.nix': httpApp('commit two') }, 'second');
+    const first = await commitFiles(repo, { 'default.nix': httpAppExpression('commit one') }, 'first');
+    const second = await commitFiles(repo, { 'default.nix': httpAppExpression('commit two') }, 'second');
     const name = uniqueName('git');
     const id = await createGitService(name, `file://${repo}`);
 
@@ -142,7 +124,7 @@ describe('building from Git', () => {
     const dir = await tempDir('cache-repo');
     dirs.push(dir);
     await initRepo(dir);
-    await commitFiles(dir, { 'default.nix': httpApp(`cached ${nonce()}`) });
+    await commitFiles(dir, { 'default.nix': httpAppExpression(`cached ${nonce()}`) });
     const id = await createGitService(uniqueName('cache'), `file://${dir}`);
     const cold = await waitForBuild(await startBuild(id));
     expect(cold).toMatchObject({ status: 'SUCCEEDED', cacheHit: false });
@@ -157,7 +139,7 @@ describe('building from Git', () => {
     dirs.push(dir);
     await initRepo(dir);
     const marker = `slow-${nonce()}`;
-    await commitFiles(dir, { 'default.nix': httpApp(marker, `echo building ${marker}; sleep 120`) });
+    await commitFiles(dir, { 'default.nix': httpAppExpression(marker, `echo building ${marker}; sleep 120`) });
     const id = await createGitService(uniqueName('slow'), `file://${dir}`);
     const buildId = await startBuild(id);
     const deadline = Date.now() + 30_000;

@@ -53,3 +53,25 @@ export async function waitFor(what: string, condition: () => Promise<boolean> | 
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
+
+/**
+ * A repository's default.nix for an HTTP app: busybox httpd serving `content` on port 8080 (and
+ * "ok" at /healthz), started by the `bin/convoy-start` that Convoy runs. `extraScript` runs first.
+ */
+export function httpAppExpression(content: string, extraScript = ''): string {
+  return `{ convoyBusybox }:
+(import ${nixString(NIX_LIB_DIR)}).bootstrap.runBusybox {
+  name = "repo-app";
+  busybox = convoyBusybox;
+  env = { content = ${nixString(content)}; };
+  script = ''
+    ${extraScript}
+    mkdir -p $out/bin $out/www
+    printf '%s' "$content" > $out/www/index.html
+    printf 'ok' > $out/www/healthz
+    printf '#!%s sh\\nexec %s httpd -f -v -p 8080 -h %s\\n' "$busybox/busybox" "$busybox/busybox" "$out/www" > $out/bin/convoy-start
+    chmod 0555 $out/bin/convoy-start
+  '';
+}
+`;
+}
