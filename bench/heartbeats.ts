@@ -9,10 +9,11 @@
 // --interval seconds, start times spread over the first interval) and never has two heartbeats in
 // flight: when an answer is late, the next heartbeat goes out as soon as it arrives. So N agents offer
 // N/interval heartbeats per second, and the measured rate falls short of that only when the API
-// cannot keep up. Latency is measured from send to answer (a late answer delays the next send, so a
-// saturated step shows its backlog in the rate, not in the latency).
+// cannot keep up. Latency is measured from send to answer. Past saturation all N heartbeats wait
+// inside the API at once, so latency grows towards N / capacity; the time an agent spent waiting to
+// send (its previous answer was late) is not counted, so compare rates there, not only latencies.
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
@@ -20,9 +21,17 @@ import setupTemplateDatabase from '../test/global-setup.js';
 import { createTestDatabase, deleteRedisPrefix, REDIS_URL, uniqueRedisPrefix } from '../test/helpers/database.js';
 import { GraphQLClient, GraphQLRequestError } from '../worker-agent/src/graphql-client.js';
 import { REGISTER_WORKER, WORKER_HEARTBEAT } from '../worker-agent/src/agent.js';
+import { cpuPercentBetween, readCpuTimes } from '../worker-agent/src/metrics.js';
 
 const ROOT = new URL('..', import.meta.url);
 const TARGET = { heartbeatsPerSecond: 2000, p99Ms: 50 };
+// USER_HZ: 100 on every Linux architecture Node runs on.
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** CLOCK_MONOTONIC in µs: the same clock V8 stamps CPU profile samples with. */
+function monotonicMicros(): number {
+  return Number(process.hrtime.bigint() / 1000n);
+}
 
 type Options = { steps: number[]; seconds: number; intervalSeconds: number; profile: boolean };
 
@@ -108,6 +117,26 @@ async function startApi(databaseUrl: string, redisPrefix: string, profileDir: st
   };
 }
 
+/** CPU time (user + system) a process has used so far, in ms. */
+async function processCpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the parenthesised command name; utime and stime are the 12th and 13th of those.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+}
+
+/** CPU time of every PostgreSQL and Redis process (they serve other clients too, if any run). */
+async function storeCpuMs(): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    if (name === 'postgres' || name === 'redis-server') total += await processCpuMs(Number(entry)).catch(() => 0);
+  }
+  return total;
+}
+
 async function rssMb(pid: number): Promise<{ rss: number; peak: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
@@ -146,7 +175,7 @@ async function registerFleet(apiUrl: string, count: number): Promise<SimulatedAg
   const run = randomBytes(3).toString('hex');
   return inBatches(Array.from({ length: count }, (_, i) => i), 16, async (i) => {
     const created = await admin.request<{ createWorkerJoinToken: { __typename?: string; token?: string; message?: string } }>(
-      `mutation($ttl: Int!) { createWorkerJoinToken(ttlSeconds: $ttl) { __typename ... on WorkerJoinTokenPayload { token } ... on Error { message } } }`,
+      `mutation($ttl: Int!) { createWorkerJoinToken(ttlSeconds: $ttl) { __typename ... on CreateWorkerJoinTokenPayload { token } ... on Error { message } } }`,
       { ttl: 3600 },
     );
     const token = created.createWorkerJoinToken.token;
@@ -174,7 +203,30 @@ function heartbeatInput(i: number) {
   return { cpuPercent: 23.5, memoryUsedMb: 3000, memoryTotalMb: 8192, diskUsedGb: 40.2, diskTotalGb: 100, load1: 0.7, containers };
 }
 
-type StepResult = { agents: number; offered: number; sent: number; ok: number; failed: number; errors: Map<string, number>; rate: number; p50: number; p99: number; max: number; rss: number; peakRss: number };
+type StepResult = {
+  agents: number;
+  offered: number;
+  sent: number;
+  ok: number;
+  failed: number;
+  errors: Map<string, number>;
+  rate: number;
+  p50: number;
+  p99: number;
+  max: number;
+  rss: number;
+  peakRss: number;
+  /** Of one core. */
+  apiCpuPercent: number;
+  apiCpuMsPerHeartbeat: number;
+  benchCpuPercent: number;
+  /** Of one core: every PostgreSQL and Redis process. */
+  storeCpuPercent: number;
+  /** Of all cores: what else ran (PostgreSQL, Redis, other work on the machine) shows up here. */
+  machineCpuPercent: number;
+  /** Monotonic clock (µs, the CPU profile's time base) at the start and end of the step. */
+  window: [number, number];
+};
 
 async function runStep(api: ApiProcess, fleet: SimulatedAgent[], seconds: number, intervalSeconds: number): Promise<StepResult> {
   const intervalMs = intervalSeconds * 1000;
@@ -182,6 +234,9 @@ async function runStep(api: ApiProcess, fleet: SimulatedAgent[], seconds: number
   const errors = new Map<string, number>();
   let ok = 0;
   let failed = 0;
+  const [apiCpuBefore, machineBefore, storeBefore] = await Promise.all([processCpuMs(api.pid), readCpuTimes(), storeCpuMs()]);
+  const benchCpuBefore = process.cpuUsage();
+  const windowStart = monotonicMicros();
   const start = performance.now();
   const end = start + seconds * 1000;
   // Agents spread their first heartbeat over one interval, as a fleet that started at different times.
@@ -204,14 +259,17 @@ async function runStep(api: ApiProcess, fleet: SimulatedAgent[], seconds: number
           }
         } catch (error) {
           failed++;
-          const key = error instanceof GraphQLRequestError ? error.code : (error as Error).name;
+          const key = error instanceof GraphQLRequestError ? `${error.code}: ${error.message.slice(0, 80)}` : `${(error as Error).name}: ${(error as Error).message.slice(0, 80)}`;
           errors.set(key, (errors.get(key) ?? 0) + 1);
         }
         nextAt += intervalMs;
       }
     }),
   );
-  const memory = await rssMb(api.pid);
+  const windowEnd = monotonicMicros();
+  const elapsedMs = performance.now() - start;
+  const [memory, apiCpuAfter, machineAfter, storeAfter] = await Promise.all([rssMb(api.pid), processCpuMs(api.pid), readCpuTimes(), storeCpuMs()]);
+  const benchCpu = process.cpuUsage(benchCpuBefore);
   latencies.sort((a, b) => a - b);
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN;
   return {
@@ -227,7 +285,105 @@ async function runStep(api: ApiProcess, fleet: SimulatedAgent[], seconds: number
     max: latencies.at(-1) ?? NaN,
     rss: memory.rss,
     peakRss: memory.peak,
+    apiCpuPercent: ((apiCpuAfter - apiCpuBefore) / elapsedMs) * 100,
+    apiCpuMsPerHeartbeat: ok ? (apiCpuAfter - apiCpuBefore) / ok : NaN,
+    benchCpuPercent: ((benchCpu.user + benchCpu.system) / 1000 / elapsedMs) * 100,
+    storeCpuPercent: ((storeAfter - storeBefore) / elapsedMs) * 100,
+    machineCpuPercent: cpuPercentBetween(machineBefore, machineAfter),
+    window: [windowStart, windowEnd],
   };
+}
+
+// --------------------------------------------------------------------------------------------- profile
+
+type ProfileNode = { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] };
+type CpuProfile = { nodes: ProfileNode[]; startTime: number; samples: number[]; timeDeltas: number[] };
+
+/** node_modules package, node: module, Convoy file, or V8's own (idle), (garbage collector), (program). */
+function profileCategory(frame: ProfileNode['callFrame']): string {
+  const { url, functionName } = frame;
+  if (!url) return functionName.startsWith('(') ? functionName : '(native)';
+  const pkg = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
+  if (pkg) return pkg[1]!;
+  if (url.startsWith('node:')) return `node:${url.slice(5).split('/')[0]}`;
+  const own = url.indexOf('/src/');
+  return own >= 0 ? url.slice(own + 1) : url;
+}
+
+const LAYERS: [RegExp, string][] = [
+  [/^(graphql-yoga|@whatwg-node\/|@envelop\/|graphql$|@graphql-tools\/|@pothos\/|@escape\.tech\/|node:_http|node:http)/, 'HTTP + GraphQL (Yoga, envelop, graphql-js, Pothos)'],
+  [/^(@prisma\/client|@prisma\/client-runtime-utils|@prisma\/debug|wasm:)/, 'Prisma client (query building, WASM compiler, result mapping)'],
+  [/^(pg|pg-protocol|pg-pool|pg-types|@prisma\/adapter-pg|@prisma\/driver-adapter-utils)$/, 'PostgreSQL driver (pg, adapter-pg)'],
+  [/^(ioredis|@ioredis\/|redis-parser|cluster-key-slot|denque)/, 'Redis client (ioredis)'],
+  [/^zod$/, 'input validation (zod)'],
+  [/^src\//, 'Convoy code (src/)'],
+];
+
+function layerOf(category: string): string {
+  for (const [pattern, layer] of LAYERS) if (pattern.test(category)) return layer;
+  if (category === '(garbage collector)') return 'garbage collection';
+  if (category === '(idle)' || category === '(program)') return category;
+  return 'Node.js internals (streams, timers, events, microtasks)';
+}
+
+/**
+ * Where the API's CPU went between two monotonic timestamps: by layer, by package and by function.
+ * Native frames (socket writes, string encoding) count towards the JavaScript code that called them,
+ * and socket writes are shown apart: each is a syscall, and on loopback the kernel does the
+ * receiver's TCP work inside it.
+ */
+async function summariseProfile(file: string, [from, to]: [number, number], heartbeats: number, detailed: boolean) {
+  const profile = JSON.parse(await readFile(file, 'utf8')) as CpuProfile;
+  const nodes = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parents = new Map<number, number>();
+  for (const n of profile.nodes) for (const child of n.children ?? []) parents.set(child, n.id);
+  const selfByNode = new Map<number, number>();
+  let at = profile.startTime;
+  profile.samples.forEach((id, i) => {
+    const delta = profile.timeDeltas[i] ?? 0;
+    at += delta;
+    if (at >= from && at <= to) selfByNode.set(id, (selfByNode.get(id) ?? 0) + delta);
+  });
+  const byLayer = new Map<string, number>();
+  const byCategory = new Map<string, number>();
+  const byFunction = new Map<string, number>();
+  let total = 0;
+  const add = (map: Map<string, number>, key: string, us: number) => map.set(key, (map.get(key) ?? 0) + us);
+  for (const [id, us] of selfByNode) {
+    const node = nodes.get(id)!;
+    total += us;
+    let category = profileCategory(node.callFrame);
+    if (category === '(native)') {
+      // Attribute to the code that asked for it: the nearest caller outside Node's own plumbing.
+      let caller = '(native)';
+      for (let cur = parents.get(id); cur !== undefined; cur = parents.get(cur)) {
+        const frame = nodes.get(cur)!.callFrame;
+        if (!frame.url) continue;
+        caller = profileCategory(frame);
+        if (!/^node:(internal|net|stream|events|buffer|timers)/.test(caller)) break;
+      }
+      const isSocketWrite = /^(writev|writeBuffer|writeUtf8String|writeLatin1String|writeAsciiString)$/.test(node.callFrame.functionName);
+      add(byLayer, isSocketWrite ? `socket writes (syscalls) from ${layerOf(caller).replace(/ \(.*/, '')}` : layerOf(caller), us);
+      category = `${caller} → native`;
+    } else {
+      add(byLayer, layerOf(category), us);
+    }
+    add(byCategory, category, us);
+    add(byFunction, `${node.callFrame.functionName || '(anonymous)'} (${category}:${node.callFrame.lineNumber + 1})`, us);
+  }
+  const busy = total - (byCategory.get('(idle)') ?? 0);
+  const print = (title: string, map: Map<string, number>, count: number) => {
+    console.log(`  ${title}`);
+    for (const [key, us] of [...map].sort((a, b) => b[1] - a[1]).slice(0, count)) {
+      if (key === '(idle)') continue;
+      console.log(`    ${(us / 1000).toFixed(0).padStart(6)} ms  ${((us / busy) * 100).toFixed(1).padStart(5)} % of busy  ${(us / heartbeats).toFixed(0).padStart(5)} µs/heartbeat  ${key}`);
+    }
+  };
+  console.log(`  ${(total / 1000).toFixed(0)} ms sampled on the API's main thread, ${(busy / 1000).toFixed(0)} ms busy (${((busy / total) * 100).toFixed(0)} %): ${(busy / heartbeats).toFixed(0)} µs per answered heartbeat`);
+  print('by layer:', byLayer, 20);
+  if (!detailed) return;
+  print('by package (native code counted under its caller):', byCategory, 16);
+  print('by function:', byFunction, 20);
 }
 
 // ------------------------------------------------------------------------------------------------ main
@@ -264,14 +420,28 @@ try {
   await runStep(api, fleet.slice(0, Math.min(50, fleet.length)), 2, options.intervalSeconds / 4);
 
   console.log('');
-  console.log('agents  offered/s  heartbeats/s   p50 ms   p99 ms   max ms  failed  API RSS MB (peak)');
+  console.log('agents  offered/s  heartbeats/s   p50 ms   p99 ms   max ms  failed  API RSS MB (peak)  API CPU %  API CPU ms/hb  bench CPU %  PG+Redis CPU %  machine CPU %');
   const results: StepResult[] = [];
   for (const n of options.steps) {
     const result = await runStep(api, fleet.slice(0, n), options.seconds, options.intervalSeconds);
     results.push(result);
-    const errors = result.failed ? `  ${[...result.errors].map(([k, v]) => `${k}×${v}`).join(' ')}` : '';
+    const errors = result.failed ? `\n        failures: ${[...result.errors].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([k, v]) => `${v}× ${k}`).join('; ')}` : '';
     console.log(
-      `${String(n).padStart(6)}  ${result.offered.toFixed(0).padStart(9)}  ${result.rate.toFixed(0).padStart(12)}  ${result.p50.toFixed(1).padStart(7)}  ${result.p99.toFixed(1).padStart(7)}  ${result.max.toFixed(1).padStart(7)}  ${String(result.failed).padStart(6)}  ${result.rss.toFixed(0).padStart(10)} (${result.peakRss.toFixed(0)})${errors}`,
+      [
+        String(n).padStart(6),
+        result.offered.toFixed(0).padStart(9),
+        result.rate.toFixed(0).padStart(12),
+        result.p50.toFixed(1).padStart(7),
+        result.p99.toFixed(1).padStart(7),
+        result.max.toFixed(1).padStart(7),
+        String(result.failed).padStart(6),
+        `${result.rss.toFixed(0).padStart(10)} (${result.peakRss.toFixed(0)})`.padEnd(17),
+        result.apiCpuPercent.toFixed(0).padStart(9),
+        result.apiCpuMsPerHeartbeat.toFixed(2).padStart(13),
+        result.benchCpuPercent.toFixed(0).padStart(11),
+        result.storeCpuPercent.toFixed(0).padStart(14),
+        result.machineCpuPercent.toFixed(0).padStart(13),
+      ].join('  ') + errors,
     );
   }
   const best = results.filter((r) => r.failed === 0 && r.p99 <= TARGET.p99Ms).sort((a, b) => b.rate - a.rate)[0];
@@ -280,7 +450,16 @@ try {
   console.log(
     `best step within p99 <= ${TARGET.p99Ms} ms and no failures: ${best ? `${best.rate.toFixed(0)} heartbeats/s at ${best.agents} agents (p99 ${best.p99.toFixed(1)} ms)` : 'none'}; target >= ${TARGET.heartbeatsPerSecond}/s: ${pass ? 'PASS' : 'FAIL'}`,
   );
-  if (profileDir) console.log(`CPU profile of the API (written when it exits): ${profileDir}`);
+  if (profileDir) {
+    // V8 writes the profile when the API exits.
+    await api.stop();
+    const main = (await readdir(profileDir)).filter((f) => f.endsWith('.cpuprofile')).map((f) => ({ f, thread: Number(f.split('.').at(-3)) })).sort((a, b) => a.thread - b.thread)[0];
+    for (const [i, result] of main ? results.entries() : []) {
+      console.log('');
+      console.log(`CPU profile of the API during the ${result.agents}-agent step (${join(profileDir, main!.f)}):`);
+      await summariseProfile(join(profileDir, main!.f), result.window, result.ok, i === results.length - 1);
+    }
+  }
 } catch (error) {
   console.error(error);
   process.exitCode = 1;

@@ -1,5 +1,6 @@
 // All configuration comes from the environment; every variable is documented in .env.example.
 import { z } from 'zod';
+import { IMAGE_REFERENCE } from './shared/validation.js';
 
 
 const schema = z.object({
@@ -40,6 +41,19 @@ const schema = z.object({
   // Lets Git sources use file:// URLs (local repositories). Off by default: users could read the node's disk.
   CONVOY_ALLOW_FILE_GIT_URLS: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   MIGRATE_ON_START: z.enum(['true', 'false', '1', '0']).default('true').transform((v) => v === 'true' || v === '1'),
+  // Workers. The URL nodes reach the API at (install commands and scripts); unset: the request's Host.
+  CONVOY_PUBLIC_URL: z.string().regex(/^https?:\/\/(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?\/?$/, 'must be http(s)://host[:port]').optional(),
+  // The image the install script runs the worker agent from (an image built from this repository).
+  CONVOY_AGENT_IMAGE: z.string().max(512).regex(IMAGE_REFERENCE, 'must be a Docker image reference').default('convoy:latest'),
+  CONVOY_WORKER_HEARTBEAT_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
+  CONVOY_WORKER_SWEEP_SECONDS: z.coerce.number().min(1).max(3600).default(15),
+  CONVOY_WORKER_UNHEALTHY_SECONDS: z.coerce.number().min(1).max(86_400).default(120),
+  CONVOY_WORKER_OFFLINE_SECONDS: z.coerce.number().min(1).max(86_400).default(300),
+  CONVOY_WORKER_CPU_ALERT_PERCENT: z.coerce.number().min(1).max(100).default(90),
+  CONVOY_WORKER_MEMORY_ALERT_PERCENT: z.coerce.number().min(1).max(100).default(95),
+  CONVOY_WORKER_DISK_ALERT_PERCENT: z.coerce.number().min(1).max(100).default(90),
+  // 1-minute metrics buckets (workers and services) are kept in Redis this long.
+  CONVOY_METRICS_TTL_SECONDS: z.coerce.number().int().min(60).max(30 * 86_400).default(86_400),
 });
 
 export type Config = {
@@ -70,6 +84,16 @@ export type Config = {
     jobLockSeconds: number;
     concurrency: number;
     keepImages: number;
+  };
+  publicUrl: string | null;
+  workers: {
+    agentImage: string;
+    heartbeatSeconds: number;
+    sweepSeconds: number;
+    unhealthySeconds: number;
+    offlineSeconds: number;
+    alerts: { cpuPercent: number; memoryPercent: number; diskPercent: number };
+    metricsTtlSeconds: number;
   };
 };
 
@@ -118,6 +142,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       jobLockSeconds: e.CONVOY_JOB_LOCK_SECONDS,
       concurrency: e.CONVOY_DEPLOY_CONCURRENCY,
       keepImages: e.CONVOY_KEEP_IMAGES,
+    },
+    publicUrl: e.CONVOY_PUBLIC_URL?.replace(/\/$/, '') ?? null,
+    workers: {
+      agentImage: e.CONVOY_AGENT_IMAGE,
+      heartbeatSeconds: e.CONVOY_WORKER_HEARTBEAT_SECONDS,
+      sweepSeconds: e.CONVOY_WORKER_SWEEP_SECONDS,
+      unhealthySeconds: e.CONVOY_WORKER_UNHEALTHY_SECONDS,
+      // OFFLINE always comes after UNHEALTHY.
+      offlineSeconds: Math.max(e.CONVOY_WORKER_OFFLINE_SECONDS, e.CONVOY_WORKER_UNHEALTHY_SECONDS),
+      alerts: { cpuPercent: e.CONVOY_WORKER_CPU_ALERT_PERCENT, memoryPercent: e.CONVOY_WORKER_MEMORY_ALERT_PERCENT, diskPercent: e.CONVOY_WORKER_DISK_ALERT_PERCENT },
+      metricsTtlSeconds: e.CONVOY_METRICS_TTL_SECONDS,
     },
   };
 }

@@ -2,13 +2,15 @@
 import type { App } from './app.js';
 import { startDeployController } from './modules/deployments/controller.js';
 import { startBuildController } from './modules/builds/controller.js';
+import { startWorkerController } from './modules/workers/controller.js';
 
 export async function startControllers(app: App) {
   const deploys = await startDeployController(app);
   const builds = await startBuildController(app);
+  const workers = await startWorkerController(app);
   return {
     async close() {
-      await Promise.allSettled([builds.close(), deploys.close()]);
+      await Promise.allSettled([builds.close(), deploys.close(), workers.close()]);
     },
   };
 }

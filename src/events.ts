@@ -28,6 +28,40 @@ export type BuildEvent = { buildId: string; serviceId: string; organizationId: s
 /** A batch of build log lines; `firstSeq` numbers the first line (0-based) so readers can splice stored and live lines. */
 export type BuildLogEvent = { buildId: string; firstSeq: number; lines: string[] } | { buildId: string; done: true; status: string };
 
+export type WorkerEventKind = 'REGISTERED' | 'STATUS_CHANGED' | 'RESOURCE_EXHAUSTED' | 'REMOVED';
+
+export type WorkerEvent = {
+  kind: WorkerEventKind;
+  workerId: string;
+  hostname: string;
+  status: string;
+  previousStatus: string | null;
+  /** RESOURCE_EXHAUSTED: the resources over their threshold (CPU, MEMORY, DISK). */
+  resources: string[];
+  reason: string | null;
+  at: string;
+};
+
+/** The node metrics of one heartbeat. */
+export type WorkerHeartbeatEvent = {
+  workerId: string;
+  hostname: string;
+  status: string;
+  at: string;
+  cpuPercent: number;
+  memoryUsedMb: number;
+  memoryTotalMb: number;
+  diskUsedGb: number;
+  diskTotalGb: number;
+  load1: number;
+  containerCount: number;
+};
+
+export type ContainerStatsSample = { containerId: string; taskId: string | null; cpuPercent: number; memoryUsedMb: number; networkRxBytes: number; networkTxBytes: number };
+
+/** The stats of one service's containers on one worker, from one heartbeat. */
+export type ServiceMetricsEvent = { serviceId: string; at: string; containers: ContainerStatsSample[] };
+
 export type ConvoyEvents = {
   /** keyed by service id */
   service: ServiceEvent;
@@ -39,6 +73,14 @@ export type ConvoyEvents = {
   build: BuildEvent;
   /** keyed by build id */
   buildLog: BuildLogEvent;
+  /** keyed by worker id */
+  worker: WorkerEvent;
+  /** keyed by 'all': every worker's events */
+  workers: WorkerEvent;
+  /** keyed by 'all': every worker's heartbeats, in the batches the API wrote them (one publish per batch) */
+  workerHeartbeats: { heartbeats: WorkerHeartbeatEvent[] };
+  /** keyed by service id */
+  serviceMetrics: ServiceMetricsEvent;
 };
 
 export type ConvoyBus = EventBus<ConvoyEvents>;

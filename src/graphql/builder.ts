@@ -12,12 +12,18 @@ import { getDatamodel } from '../generated/pothos-types.js';
 import type { GraphQLContext } from './context.js';
 import { ValidationError } from '../modules/common/errors.js';
 import type { Actor } from '../modules/auth/caller.js';
+import { platformAdminLoader } from '../modules/workers/admins.js';
 
 export const builder = new SchemaBuilder<{
   Context: GraphQLContext;
   PrismaTypes: PrismaTypes;
-  AuthScopes: { authenticated: boolean; member: boolean; worker: boolean };
-  AuthContexts: { authenticated: GraphQLContext & { caller: { kind: 'user' } }; member: GraphQLContext & { actor: Actor }; worker: GraphQLContext & { caller: { kind: 'worker' } } };
+  AuthScopes: { authenticated: boolean; member: boolean; worker: boolean; platformAdmin: boolean };
+  AuthContexts: {
+    authenticated: GraphQLContext & { caller: { kind: 'user' } };
+    member: GraphQLContext & { actor: Actor };
+    worker: GraphQLContext & { caller: { kind: 'worker' } };
+    platformAdmin: GraphQLContext & { caller: { kind: 'user' } };
+  };
   Scalars: {
     DateTime: { Input: Date; Output: Date | string };
     JSON: { Input: unknown; Output: unknown };
@@ -34,6 +40,8 @@ export const builder = new SchemaBuilder<{
       authenticated: ctx.caller.kind === 'user',
       member: ctx.caller.kind === 'user' && ctx.caller.organization !== null,
       worker: ctx.caller.kind === 'worker',
+      // Looked up only by fields that need it, once per request (scope-auth caches loaders).
+      platformAdmin: ctx.caller.kind === 'user' ? platformAdminLoader(ctx.app.db, ctx.caller.userId) : false,
     }),
     unauthorizedError: (_parent, context, _info, result) => {
       if (context.caller.kind === 'anonymous') return new GraphQLError('Authentication required', { extensions: { code: 'UNAUTHENTICATED' } });

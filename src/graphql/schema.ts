@@ -11,6 +11,7 @@ import '../modules/logs/schema.js';
 import '../modules/builds/schema.js';
 import '../modules/audit/schema.js';
 import '../modules/templates/schema.js';
+import '../modules/workers/schema.js';
 
 export const schema = builder.toSchema({ sortSchema: true });
 

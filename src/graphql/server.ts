@@ -15,6 +15,7 @@ import { DomainError, NotFoundError, ForbiddenError, UnauthenticatedError, Valid
 import type { Caller } from '../modules/auth/caller.js';
 import { checkReadiness } from './readiness.js';
 import { handleLogDownload, LOG_DOWNLOAD_PATH } from '../modules/logs/http.js';
+import { handleInstallScript, INSTALL_SCRIPT_PATH } from '../modules/workers/install.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -127,6 +128,10 @@ export async function startServer(app: App, options: { port: number; host: strin
       void checkReadiness(app, options.docker).then((report) => {
         res.writeHead(report.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(report));
       });
+      return;
+    }
+    if (path === INSTALL_SCRIPT_PATH && req.method === 'GET') {
+      void handleInstallScript(app, req, res);
       return;
     }
     const logs = LOG_DOWNLOAD_PATH.exec(path);

@@ -2,6 +2,7 @@
 import { loadConfig } from '../config.js';
 import { createApp } from '../app.js';
 import { syncBuiltInTemplates } from '../modules/templates/service.js';
+import { createJoinToken } from '../modules/workers/service.js';
 import { startServer } from '../graphql/server.js';
 import { startControllers } from '../controller.js';
 import { startEmbeddedAgent } from '../../worker-agent/src/embedded.js';
@@ -12,7 +13,16 @@ const config = loadConfig({ CONVOY_SWARM_INIT: 'true', ...process.env });
 const app = await createApp(config);
 const synced = await syncBuiltInTemplates(app);
 app.log.info(synced, 'built-in templates synchronised');
-const agent = await startEmbeddedAgent({ orchestrator: app.orchestrator, log: app.log.child({ component: 'agent' }), initSwarm: config.deploy.initSwarm });
+// The embedded agent joins like any node: with a short-lived join token, through the GraphQL API.
+const { token: joinToken } = await createJoinToken(app, null, { ttlSeconds: 600 });
+const agent = await startEmbeddedAgent({
+  orchestrator: app.orchestrator,
+  log: app.log.child({ component: 'agent' }),
+  initSwarm: config.deploy.initSwarm,
+  apiUrl: `http://127.0.0.1:${config.port}`,
+  joinToken,
+  heartbeatSeconds: config.workers.heartbeatSeconds,
+});
 const controller = await startControllers(app);
 const server = await startServer(app, { port: config.port, host: config.host, docker: app.docker });
 app.log.info({ url: `${server.url}/graphql` }, 'Convoy is running (API + controller + embedded agent)');

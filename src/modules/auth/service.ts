@@ -77,12 +77,22 @@ export async function createOrganizationFor(
   });
 }
 
+/**
+ * The first account of an installation operates it (platform admin). The advisory lock, taken only
+ * while no user exists, keeps two concurrent first registrations from both becoming admin.
+ */
+async function isFirstUser(tx: Parameters<Parameters<Db['$transaction']>[0]>[0]): Promise<boolean> {
+  if (await tx.user.findFirst({ select: { id: true } })) return false;
+  await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext('convoy:first-user'))`;
+  return !(await tx.user.findFirst({ select: { id: true } }));
+}
+
 export async function register(deps: AuthDeps, input: unknown, requestId?: string) {
   const { email: mail, password: pw, name } = parseInput(registerInput, input);
   const passwordHash = await hashPassword(pw);
   try {
     return await deps.db.$transaction(async (tx) => {
-      const user = await tx.user.create({ data: { email: mail, name, passwordHash } });
+      const user = await tx.user.create({ data: { email: mail, name, passwordHash, platformAdmin: await isFirstUser(tx) } });
       const org = await createOrganizationFor(tx, user.id, `${name}'s organization`, true);
       await recordAudit(tx, { userId: user.id, organizationId: org.id, requestId }, 'user.register', 'User', user.id);
       const tokens = await issueTokenPair(deps, user.id, randomUUID(), tx);

@@ -182,6 +182,23 @@ export type ServiceLogsOptions = {
 
 export type UpdateServiceOptions = { forceRestart?: boolean };
 
+/** What a new node needs to join the swarm as a worker. */
+export type SwarmJoinInfo = { workerJoinToken: string; managerAddresses: string[] };
+
+/** `drain` moves every task off the node; `pause` only stops new ones from being scheduled there. */
+export type NodeAvailability = 'active' | 'pause' | 'drain';
+
+export type NodeInfo = {
+  id: string;
+  hostname: string;
+  role: 'manager' | 'worker';
+  availability: NodeAvailability;
+  /** Swarm's view of the node: ready, down, disconnected, unknown. */
+  state: string;
+  address: string | null;
+  labels: Record<string, string>;
+};
+
 export interface Orchestrator {
   ensureSwarm(options: { initIfMissing: boolean; advertiseAddr?: string }): Promise<{ nodeId: string }>;
 
@@ -212,6 +229,13 @@ export interface Orchestrator {
 
   /** Ends (without an error) when the signal aborts or the consumer stops iterating; the request is closed. */
   serviceLogs(serviceId: string, options: ServiceLogsOptions): AsyncIterable<LogLine>;
+
+  /** Needs a manager; UNAVAILABLE when the engine is not one. */
+  swarmJoinInfo(): Promise<SwarmJoinInfo>;
+  listNodes(): Promise<NodeInfo[]>;
+  setNodeAvailability(nodeId: string, availability: NodeAvailability): Promise<void>;
+  /** Removing a node that is still up needs `force`; a node that is already gone is not an error. */
+  removeNode(nodeId: string, options?: { force?: boolean }): Promise<void>;
 }
 
 export type OrchestratorErrorCode = 'NOT_FOUND' | 'CONFLICT' | 'UNAVAILABLE' | 'INVALID';

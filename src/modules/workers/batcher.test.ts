@@ -1,0 +1,55 @@
+import { describe, expect, it } from 'vitest';
+import { InFlightBatcher } from './batcher.js';
+
+describe('InFlightBatcher', () => {
+  it('runs an item at once when idle and groups what arrives during a run', async () => {
+    const runs: number[][] = [];
+    const batcher = new InFlightBatcher<number, number>(async (items) => {
+      runs.push(items);
+      await new Promise((r) => setTimeout(r, 10));
+      return items.map((n) => n * 2);
+    });
+    const first = batcher.run(1);
+    const rest = [2, 3, 4].map((n) => batcher.run(n));
+    expect(await Promise.all([first, ...rest])).toEqual([2, 4, 6, 8]);
+    expect(runs).toEqual([[1], [2, 3, 4]]);
+  });
+
+  it('keeps items with the same key apart and runs at most maxItems together', async () => {
+    const runs: string[][] = [];
+    const batcher = new InFlightBatcher<string, string>(async (items) => {
+      runs.push(items);
+      await new Promise((r) => setTimeout(r, 5));
+      return items;
+    }, { maxItems: 2, keyOf: (item) => item[0]! });
+    await Promise.all(['x0', 'a1', 'a2', 'b1', 'c1'].map((item) => batcher.run(item)));
+    expect(runs).toEqual([['x0'], ['a1', 'b1'], ['a2', 'c1']]);
+  });
+
+  it('keeps up to `concurrency` runs in flight', async () => {
+    const runs: number[][] = [];
+    let inFlight = 0;
+    let most = 0;
+    const batcher = new InFlightBatcher<number, number>(async (items) => {
+      runs.push(items);
+      most = Math.max(most, ++inFlight);
+      await new Promise((r) => setTimeout(r, 10));
+      inFlight--;
+      return items;
+    }, { concurrency: 2 });
+    await Promise.all([1, 2, 3, 4, 5].map((n) => batcher.run(n)));
+    expect(most).toBe(2);
+    expect(runs).toEqual([[1], [2], [3, 4, 5]]);
+  });
+
+  it('rejects every item of a failed run and keeps going', async () => {
+    let calls = 0;
+    const batcher = new InFlightBatcher<number, number>(async (items) => {
+      calls++;
+      if (calls === 1) throw new Error('boom');
+      return items;
+    });
+    await expect(batcher.run(1)).rejects.toThrow('boom');
+    expect(await batcher.run(2)).toBe(2);
+  });
+});
