@@ -22,7 +22,7 @@ import { removeTestImages } from '../test/helpers/images.js';
 import { SwarmCleanup, testDocker, uniqueName } from '../test/helpers/swarm.js';
 import { swarmServiceName } from '../src/modules/deployments/spec.js';
 import type { DockerTask } from '../src/platform/orchestrator/docker-spec.js';
-import { describeMarks, describeMedians, fmt, median, type Marks, type Phase } from './lib/timing.js';
+import { describeMarks, describeMedians, fmt, median, runBench, type Marks, type Phase } from './lib/timing.js';
 
 const TARGET_REBUILD_BUILD_MS = 2000;
 const TARGET_REBUILD_OVER_REDEPLOY = 3;
@@ -316,22 +316,4 @@ async function findSwarmService(id: string): Promise<Docker.Service | undefined>
   return (await testDocker.listServices({ filters: { name: [name] } })).find((s) => s.Spec?.Name === name);
 }
 
-process.once('SIGINT', () => {
-  console.error('interrupted: cleaning up');
-  cleanUp().finally(() => process.exit(130));
-});
-
-let exitCode = 0;
-try {
-  await main();
-} catch (error) {
-  console.error(error);
-  exitCode = 1;
-}
-try {
-  await cleanUp();
-} catch (error) {
-  console.error(error);
-  exitCode = 1;
-}
-process.exit(exitCode);
+await runBench(main, cleanUp);

@@ -18,7 +18,7 @@ import { subscribe, type Collected } from '../test/helpers/subscribe.js';
 import { swarmServiceName, toHealthCheck } from '../src/modules/deployments/spec.js';
 import type { HealthCheckSpec } from '../src/modules/services/validation.js';
 import type { DockerTask } from '../src/platform/orchestrator/docker-spec.js';
-import { describeMarks, describeMedians, fmt, median, type Marks, type Phase } from './lib/timing.js';
+import { describeMarks, describeMedians, fmt, median, runBench, type Marks, type Phase } from './lib/timing.js';
 
 const TARGET_RATIO = 1.1;
 /** How often the baseline asks Swarm for the task list: its detection lag is half this on average. */
@@ -366,22 +366,4 @@ function cleanUp(): Promise<void> {
   return cleaning;
 }
 
-process.once('SIGINT', () => {
-  console.error('interrupted: cleaning up');
-  cleanUp().finally(() => process.exit(130));
-});
-
-let exitCode = 0;
-try {
-  await main();
-} catch (error) {
-  console.error(error);
-  exitCode = 1;
-}
-try {
-  await cleanUp();
-} catch (error) {
-  console.error(error);
-  exitCode = 1;
-}
-process.exit(exitCode);
+await runBench(main, cleanUp);

@@ -1,5 +1,6 @@
 // The catalogue of events Convoy publishes on its EventBus; subscriptions and the controller use these.
 import type { EventBus } from './platform/events/bus.js';
+import type { NodeMetricValues } from './shared/metrics.js';
 
 export type ServiceEventKind = 'CREATED' | 'UPDATED' | 'DELETED' | 'STATUS_CHANGED';
 
@@ -43,17 +44,11 @@ export type WorkerEvent = {
 };
 
 /** The node metrics of one heartbeat. */
-export type WorkerHeartbeatEvent = {
+export type WorkerHeartbeatEvent = NodeMetricValues & {
   workerId: string;
   hostname: string;
   status: string;
   at: string;
-  cpuPercent: number;
-  memoryUsedMb: number;
-  memoryTotalMb: number;
-  diskUsedGb: number;
-  diskTotalGb: number;
-  load1: number;
   containerCount: number;
 };
 

@@ -30,3 +30,24 @@ export function describeMedians(runs: { marks: Marks }[], phases: Phase[]): stri
     })
     .join(', ');
 }
+
+/**
+ * Runs a bench, then its clean-up (also on Ctrl-C), and exits: 1 when either threw, else 0.
+ * A missed target is printed by the bench, not an error.
+ */
+export async function runBench(main: () => Promise<void>, cleanUp: () => Promise<void>): Promise<never> {
+  process.once('SIGINT', () => {
+    console.error('interrupted: cleaning up');
+    void cleanUp().finally(() => process.exit(130));
+  });
+  let exitCode = 0;
+  for (const step of [main, cleanUp]) {
+    try {
+      await step();
+    } catch (error) {
+      console.error(error);
+      exitCode = 1;
+    }
+  }
+  process.exit(exitCode);
+}

@@ -4,6 +4,7 @@ import { readFile, statfs } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import type Docker from 'dockerode';
 import { boundedSignal, sleep } from './sleep.js';
+import type { NodeMetricValues } from '../../src/shared/metrics.js';
 
 /** The label every Convoy Swarm service (and so each of its task containers) carries. */
 export const SERVICE_ID_LABEL = 'convoy.service-id';
@@ -27,15 +28,7 @@ export type ContainerStats = {
   networkTxBytes: number;
 };
 
-export type NodeMetrics = {
-  cpuPercent: number;
-  memoryUsedMb: number;
-  memoryTotalMb: number;
-  diskUsedGb: number;
-  diskTotalGb: number;
-  load1: number;
-  containers: ContainerStats[];
-};
+export type NodeMetrics = NodeMetricValues & { containers: ContainerStats[] };
 
 export type NodeCapacity = { cpuCores: number; memoryMb: number; diskGb: number };
 

@@ -5,16 +5,11 @@ import type { Prisma, WorkerStatus } from '../../generated/prisma/client.js';
 import { Role } from '../../generated/prisma/enums.js';
 import type { ConvoyBus, WorkerEvent } from '../../events.js';
 import { platformAdminIds } from './admins.js';
+import type { NodeMetricValues } from '../../shared/metrics.js';
 
 /** What a heartbeat leaves in Worker.lastMetrics. */
-export type MetricsSnapshot = {
+export type MetricsSnapshot = NodeMetricValues & {
   at: string;
-  cpuPercent: number;
-  memoryUsedMb: number;
-  memoryTotalMb: number;
-  diskUsedGb: number;
-  diskTotalGb: number;
-  load1: number;
   containerCount: number;
   /** Live services with containers on the worker: whose owners hear about it. */
   serviceIds: string[];
