@@ -5,4 +5,10 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 export TEST_DATABASE_ADMIN_URL="${TEST_DATABASE_ADMIN_URL:-$CONVOY_PG_ADMIN_URL}"
 npm run --silent typecheck
-npx vitest run "$@"
+report=$(mktemp)
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile="$report" "$@" || status=$?
+# A plain closing line that any CI can read.
+node -e 'const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`)' "$report" || true
+rm -f "$report"
+exit $status
