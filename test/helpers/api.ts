@@ -8,6 +8,7 @@ import { startControllers } from '../../src/controller.js';
 import { syncBuiltInTemplates } from '../../src/modules/templates/service.js';
 import { organizationNetworkName, swarmServiceName } from '../../src/modules/deployments/spec.js';
 import { testNixBuilder } from './nix.js';
+import { removeImage } from '../../src/platform/images/index.js';
 import { createTestDatabase, deleteRedisPrefix, REDIS_URL, uniqueRedisPrefix } from './database.js';
 
 export type GqlResult<T = any> = { data?: T; errors?: { message: string; extensions?: Record<string, unknown>; path?: string[] }[] };
@@ -104,13 +105,19 @@ export async function startTestApi(overrides: Record<string, string> = {}, optio
   };
 }
 
-/** Removes the Swarm services and networks of every service and organization in this test's database. */
+/** Removes the Swarm services, networks and built images of everything in this test's database. */
 async function removeSwarmObjects(app: App) {
-  const [services, orgs] = await Promise.all([app.db.service.findMany({ select: { id: true } }), app.db.organization.findMany({ select: { id: true } })]);
+  const [services, orgs, builds] = await Promise.all([
+    app.db.service.findMany({ select: { id: true } }),
+    app.db.organization.findMany({ select: { id: true } }),
+    app.db.build.findMany({ where: { imageRef: { not: null } }, select: { imageRef: true } }),
+  ]);
   for (const { id } of services) {
     const swarm = await app.orchestrator.findServiceByName(swarmServiceName(id)).catch(() => null);
     if (swarm) await app.orchestrator.removeService(swarm.id).catch(() => {});
   }
+  // Tagged per service and build, so no other test uses them; a container still stopping keeps its image.
+  for (const ref of new Set(builds.map((b) => b.imageRef!))) await removeImage(app.docker, ref).catch(() => false);
   for (const { id } of orgs) {
     // Tasks take a moment to detach from a network after their service is removed.
     for (let attempt = 0; attempt < 20; attempt++) {
