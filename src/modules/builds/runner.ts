@@ -178,8 +178,9 @@ export async function runBuild(deps: BuildRunnerDeps, buildId: string): Promise<
       const message = redactor(token ? [token] : [])((error as Error).message);
       const status = cancel.signal.aborted ? BuildStatus.CANCELLED : BuildStatus.FAILED;
       log.line(status === BuildStatus.CANCELLED ? 'build cancelled' : `error: ${message}`);
-      await finish(status, message, { error: message.slice(0, 4000) });
+      // The service first, the build last: whoever sees the build ended sees the service it left.
       await restoreServiceStatus(deps, service, statusBefore, `build ${build.id} ${status.toLowerCase()}`);
+      await finish(status, message, { error: message.slice(0, 4000) });
       return;
     }
 
@@ -187,8 +188,8 @@ export async function runBuild(deps: BuildRunnerDeps, buildId: string): Promise<
       const status = result.status === 'CANCELLED' ? BuildStatus.CANCELLED : BuildStatus.FAILED;
       const message = result.status === 'TIMED_OUT' ? `time limit reached: ${result.error ?? ''}` : (result.error ?? result.status.toLowerCase());
       if (status === BuildStatus.FAILED) log.line(`error: ${message}`);
-      await finish(status, message, { error: message.slice(0, 4000), derivation: result.drvPath });
       await restoreServiceStatus(deps, service, statusBefore, `build ${build.id} ${status.toLowerCase()}: ${message.slice(0, 200)}`);
+      await finish(status, message, { error: message.slice(0, 4000), derivation: result.drvPath });
       return;
     }
 
@@ -227,8 +228,8 @@ export async function runBuild(deps: BuildRunnerDeps, buildId: string): Promise<
     const message = redactor(token ? [token] : [])((error as Error).message);
     deps.log.error({ err: error, buildId }, 'build failed unexpectedly');
     log.line(`error: ${message}`);
-    await finish(BuildStatus.FAILED, message, { error: message.slice(0, 4000) }).catch(() => {});
     await restoreServiceStatus(deps, service, statusBefore, `build ${build.id} failed`).catch(() => {});
+    await finish(BuildStatus.FAILED, message, { error: message.slice(0, 4000) }).catch(() => {});
   } finally {
     stopWatching();
     await rm(workDir, { recursive: true, force: true }).catch(() => {});

@@ -94,10 +94,13 @@ async function applySpec(deps: RunnerDeps, service: Service, deployment: Deploym
   else await handleFailure(deps, service, deployment, swarmServiceId, result);
 }
 
+// The deployment's final status is always written last: a client that sees a deployment finished
+// also sees the service status it left behind.
+
 async function markHealthy(deps: RunnerDeps, service: Service, deployment: Deployment) {
   if (deployment.kind === DeploymentKind.STOP) {
-    await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.COMPLETED, 'every task stopped');
     await transitionServiceStatus(deps, service.id, ServiceStatus.STOPPED, `stopped by deployment ${deployment.id}`);
+    await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.COMPLETED, 'every task stopped');
     return;
   }
   const fresh = await deps.db.service.findUniqueOrThrow({ where: { id: service.id } });
@@ -107,9 +110,9 @@ async function markHealthy(deps: RunnerDeps, service: Service, deployment: Deplo
     }
     await tx.service.update({ where: { id: service.id }, data: { currentDeploymentId: deployment.id } });
   });
-  await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.RUNNING, `${deployment.replicas} of ${deployment.replicas} task(s) running and healthy`);
   const target = deployment.replicas === 0 ? ServiceStatus.STOPPED : ServiceStatus.RUNNING;
   await transitionServiceStatus(deps, service.id, target, `deployment ${deployment.id} is healthy`);
+  await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.RUNNING, `${deployment.replicas} of ${deployment.replicas} task(s) running and healthy`);
 }
 
 /**
@@ -118,7 +121,7 @@ async function markHealthy(deps: RunnerDeps, service: Service, deployment: Deplo
  */
 async function handleFailure(deps: RunnerDeps, service: Service, deployment: Deployment, swarmServiceId: string, result: RolloutResult) {
   const reason = `${result.outcome === 'timeout' ? 'not healthy before the deadline' : result.outcome.replace('_', ' ')}: ${result.reason}`;
-  await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.FAILED, reason);
+  const fail = () => recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.FAILED, reason);
   const fresh = await deps.db.service.findUniqueOrThrow({ where: { id: service.id } });
   const previous = fresh.currentDeploymentId ? await deps.db.deployment.findUnique({ where: { id: fresh.currentDeploymentId } }) : null;
 
@@ -126,7 +129,7 @@ async function handleFailure(deps: RunnerDeps, service: Service, deployment: Dep
     // Nothing healthy to return to: stop the crash loop, keep the Swarm service for its logs.
     await deps.orchestrator.updateService(swarmServiceId, { ...specFor(deps, service, deployment), replicas: 0 }).catch((error) => deps.log.warn({ err: error }, 'could not scale a failed first deployment to zero'));
     await transitionServiceStatus(deps, service.id, ServiceStatus.FAILED, `deployment ${deployment.id} failed: ${reason}`);
-    return;
+    return fail();
   }
   if (result.outcome !== 'rolled_back') {
     await transitionServiceStatus(deps, service.id, ServiceStatus.ROLLING_BACK, `restoring deployment ${previous.id}`);
@@ -135,11 +138,12 @@ async function handleFailure(deps: RunnerDeps, service: Service, deployment: Dep
     const restored = await deps.orchestrator.waitForRollout(swarmServiceId, { deploymentId: previous.id, desiredReplicas: previous.replicas, deadline: new Date(Date.now() + deps.config.deploy.timeoutSeconds * 1000) });
     if (restored.outcome !== 'healthy') {
       await transitionServiceStatus(deps, service.id, ServiceStatus.FAILED, `deployment ${deployment.id} failed and restoring ${previous.id} failed too: ${restored.reason}`);
-      return;
+      return fail();
     }
   }
   const status = previous.kind === DeploymentKind.STOP || previous.replicas === 0 ? ServiceStatus.STOPPED : ServiceStatus.RUNNING;
   await transitionServiceStatus(deps, service.id, status, `deployment ${deployment.id} failed (${reason}); still on deployment ${previous.id}`);
+  return fail();
 }
 
 /**
@@ -150,10 +154,10 @@ export async function failWithoutChange(deps: RunnerDeps, deploymentId: string, 
   const deployment = await deps.db.deployment.findUnique({ where: { id: deploymentId }, include: { service: true } });
   if (!deployment || FINISHED_STATUSES.includes(deployment.status)) return;
   const { service } = deployment;
-  await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.FAILED, reason);
   const current = service.currentDeploymentId ? await deps.db.deployment.findUnique({ where: { id: service.currentDeploymentId } }) : null;
   const status = !current ? ServiceStatus.FAILED : current.replicas === 0 ? ServiceStatus.STOPPED : ServiceStatus.RUNNING;
   await transitionServiceStatus(deps, service.id, status, `deployment ${deployment.id} failed: ${reason}`);
+  await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.FAILED, reason);
 }
 
 /** Removes the Swarm service of a deleted Convoy service, and its organization's network once unused. */
