@@ -11,7 +11,7 @@ import { pino } from 'pino';
 import { startTestApi, type TestApi, type TestUser } from './helpers/api.js';
 import { buildTestImage } from './helpers/images.js';
 import { testDocker, uniqueName } from './helpers/swarm.js';
-import { subscribe } from './helpers/subscribe.js';
+import { subscribe, waitForListeners } from './helpers/subscribe.js';
 import { collectContainerStats, MetricsCollector, SERVICE_ID_LABEL } from '../worker-agent/src/metrics.js';
 import { WorkerAgent, type HeartbeatReport } from '../worker-agent/src/agent.js';
 import { startEmbeddedAgent } from '../worker-agent/src/embedded.js';
@@ -126,8 +126,11 @@ describe('worker agent process', () => {
     const created = await api.gql(`mutation($i: CreateServiceInput!) { createService(input: $i) { ... on Service { id } } }`, { i: { name: uniqueName('metered'), source: { image } } }, { token: admin.accessToken });
     const serviceId = created.data.createService.id as string;
     const containerId = await startContainer(image, { [SERVICE_ID_LABEL]: serviceId });
+    const listeners = api.app.bus.listenerCount();
     const serviceMetrics = subscribe(api.url, admin.accessToken, `subscription($id: ID!) { serviceMetrics(serviceId: $id) { serviceId containers { containerId cpuPercent memoryUsedMb networkRxBytes } } }`, { id: serviceId }, 'serviceMetrics');
     const heartbeats = subscribe(api.url, admin.accessToken, `subscription { workerHeartbeats { workerId hostname status cpuPercent memoryTotalMb containerCount at } }`, {}, 'workerHeartbeats');
+    // Both subscriptions are live on the server before the agent starts, so no heartbeat is missed.
+    await waitForListeners(api.app.bus, listeners + 2, 10_000);
     const agent = startAgent({ CONVOY_API_URL: api.url, CONVOY_JOIN_TOKEN: token, CONVOY_AGENT_STATE: stateFile(), CONVOY_AGENT_HOSTNAME: hostname, CONVOY_AGENT_LABELS: 'disk=ssd' });
     const registered = await agent.waitForLog((l) => l.msg === 'registered; state saved');
     workerId = registered.workerId;
@@ -140,7 +143,7 @@ describe('worker agent process', () => {
     expect(JSON.stringify(agent.lines)).not.toContain(token);
     expect(JSON.stringify(agent.lines)).not.toContain(state.credential);
 
-    const events = await heartbeats.waitFor((e) => e.filter((x: any) => x.workerId === workerId).length >= 2, 15_000);
+    const events = await heartbeats.waitFor((e) => e.filter((x: any) => x.workerId === workerId).length >= 2, 30_000);
     await heartbeats.close();
     const [sample] = await serviceMetrics.waitFor((e) => e.length >= 1, 10_000);
     await serviceMetrics.close();
