@@ -3,7 +3,6 @@ import { builder } from './builder.js';
 import {
   CapacityError,
   ConflictError,
-  DomainError,
   ForbiddenError,
   InvalidCredentialsError,
   NotFoundError,
@@ -50,8 +49,3 @@ builder.objectType(QuotaExceededError, {
 builder.objectType(CapacityError, { name: 'CapacityError', interfaces: [ErrorInterface], fields: () => ({}) });
 
 builder.objectType(InvalidCredentialsError, { name: 'InvalidCredentialsError', interfaces: [ErrorInterface], fields: () => ({}) });
-
-/** The error types most org-scoped mutations can return. */
-export const MUTATION_ERRORS = [ValidationError, NotFoundError, ForbiddenError, ConflictError] as const;
-export const QUOTA_ERRORS = [QuotaExceededError, CapacityError] as const;
-export { DomainError };
