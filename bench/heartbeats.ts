@@ -1,27 +1,35 @@
 // How many worker heartbeats one API process sustains, and how fast it answers them.
 //
-//   npx tsx bench/heartbeats.ts [--steps 50,200,1000,2000] [--seconds 10] [--interval 1] [--profile]
+//   npx tsx bench/heartbeats.ts [--steps 50,200,1000,2000] [--seconds 10] [--interval 1]
+//                               [--transports http,ws] [--clients 2] [--profile]
 //
 // One real API process (`src/main/api.ts` in a child process, so its RSS can be read from /proc) on
 // its own database and Redis prefix. N simulated agents, each registered with its own join token and
 // holding its own credential, send the agent's real heartbeat mutation through the agent's GraphQL
-// client (fetch, keep-alive) on loopback. Each agent keeps its schedule (one heartbeat every
-// --interval seconds, start times spread over the first interval) and never has two heartbeats in
-// flight: when an answer is late, the next heartbeat goes out as soon as it arrives. So N agents offer
-// N/interval heartbeats per second, and the measured rate falls short of that only when the API
-// cannot keep up. Latency is measured from send to answer. Past saturation all N heartbeats wait
-// inside the API at once, so latency grows towards N / capacity; the time an agent spent waiting to
-// send (its previous answer was late) is not counted, so compare rates there, not only latencies.
+// clients on loopback: over HTTP (fetch, keep-alive) and over WebSocket (graphql-ws, one connection per
+// agent), one transport after the other. The agents run in --clients load-generator processes of their
+// own (bench/lib/load-generator.ts), so the clients' CPU never shares an event loop with the API's or
+// the bench's. Each agent keeps its schedule (one heartbeat every --interval seconds, start times
+// spread over the first interval) and never has two heartbeats in flight: when an answer is late, the
+// next heartbeat goes out as soon as it arrives. So N agents offer N/interval heartbeats per second, and
+// the measured rate falls short of that only when the API cannot keep up. Latency is measured from send
+// to answer. Past saturation all N heartbeats wait inside the API at once, so latency grows towards
+// N / capacity; the time an agent spent waiting to send (its previous answer was late) is not counted,
+// so compare rates there, not only latencies.
+import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import net from 'node:net';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import setupTemplateDatabase from '../test/global-setup.js';
-import { createTestDatabase, deleteRedisPrefix, REDIS_URL, uniqueRedisPrefix } from '../test/helpers/database.js';
-import { GraphQLClient, GraphQLRequestError } from '../worker-agent/src/graphql-client.js';
-import { REGISTER_WORKER, WORKER_HEARTBEAT } from '../worker-agent/src/agent.js';
+import pg from 'pg';
+import { ADMIN_URL, createTestDatabase, deleteRedisPrefix, REDIS_URL, uniqueRedisPrefix } from '../test/helpers/database.js';
+import { GraphQLClient } from '../worker-agent/src/graphql-client.js';
+import { REGISTER_WORKER } from '../worker-agent/src/agent.js';
 import { cpuPercentBetween, readCpuTimes } from '../worker-agent/src/metrics.js';
+import type { GeneratorReply, GeneratorRequest, SimulatedAgent, StepOutcome, Transport } from './lib/load-generator.js';
 
 const ROOT = new URL('..', import.meta.url);
 const TARGET = { heartbeatsPerSecond: 2000, p99Ms: 50 };
@@ -33,10 +41,10 @@ function monotonicMicros(): number {
   return Number(process.hrtime.bigint() / 1000n);
 }
 
-type Options = { steps: number[]; seconds: number; intervalSeconds: number; profile: boolean };
+type Options = { steps: number[]; seconds: number; intervalSeconds: number; transports: Transport[]; clients: number; apiNodeArgs: string[]; profile: boolean };
 
 function parseArgs(argv: string[]): Options {
-  const options: Options = { steps: [50, 200, 1000, 2000], seconds: 10, intervalSeconds: 1, profile: false };
+  const options: Options = { steps: [50, 200, 1000, 2000], seconds: 10, intervalSeconds: 1, transports: ['http', 'ws'], clients: 2, apiNodeArgs: [], profile: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -47,11 +55,19 @@ function parseArgs(argv: string[]): Options {
     if (arg === '--steps') options.steps = value().split(',').map((n) => positiveInt(n, '--steps'));
     else if (arg === '--seconds') options.seconds = positiveInt(value(), '--seconds');
     else if (arg === '--interval') options.intervalSeconds = Number(value());
+    else if (arg === '--transports') options.transports = value().split(',').map((t) => transport(t));
+    else if (arg === '--clients') options.clients = positiveInt(value(), '--clients');
+    else if (arg === '--api-node-args') options.apiNodeArgs = value().split(/\s+/).filter(Boolean);
     else if (arg === '--profile') options.profile = true;
     else throw new Error(`unknown argument ${arg}`);
   }
   if (!(options.intervalSeconds > 0)) throw new Error('--interval must be a positive number of seconds');
   return options;
+}
+
+function transport(text: string): Transport {
+  if (text !== 'http' && text !== 'ws') throw new Error(`--transports: ${text} is neither http nor ws`);
+  return text;
 }
 
 function positiveInt(text: string, name: string): number {
@@ -75,7 +91,7 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function startApi(databaseUrl: string, redisPrefix: string, profileDir: string | null): Promise<ApiProcess> {
+async function startApi(databaseUrl: string, redisPrefix: string, profileDir: string | null, extraNodeArgs: string[]): Promise<ApiProcess> {
   const port = await freePort();
   const env = {
     ...process.env,
@@ -89,7 +105,7 @@ async function startApi(databaseUrl: string, redisPrefix: string, profileDir: st
     MIGRATE_ON_START: 'false',
     LOG_LEVEL: 'warn',
   };
-  const nodeArgs = ['--import', 'tsx', ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), 'src/main/api.ts'];
+  const nodeArgs = [...extraNodeArgs, '--import', 'tsx', ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), 'src/main/api.ts'];
   const child = execa('node', nodeArgs, { env, cwd: ROOT, reject: false, stdout: 'pipe', stderr: 'pipe', buffer: false });
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output = (output + chunk.toString()).slice(-4000)));
@@ -125,16 +141,45 @@ async function processCpuMs(pid: number): Promise<number> {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
 }
 
-/** CPU time of every PostgreSQL and Redis process (they serve other clients too, if any run). */
-async function storeCpuMs(): Promise<number> {
-  let total = 0;
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
-    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-    if (name === 'postgres' || name === 'redis-server') total += await processCpuMs(Number(entry)).catch(() => 0);
+/**
+ * CPU time of the stores this bench uses, by process: the PostgreSQL backends of its database and the
+ * server's background processes (from pg_stat_activity), and every Redis server. Backends of other
+ * databases on the same server (a test suite running meanwhile) count as other work on the machine.
+ */
+class StoreCpu {
+  private constructor(
+    private readonly admin: pg.Client,
+    private readonly databaseName: string,
+  ) {}
+
+  static async connect(databaseName: string): Promise<StoreCpu> {
+    const admin = new pg.Client({ connectionString: ADMIN_URL });
+    await admin.connect();
+    return new StoreCpu(admin, databaseName);
   }
-  return total;
+
+  async sample(): Promise<Map<number, number>> {
+    const { rows } = await this.admin.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE datname = $1 OR backend_type <> 'client backend'`, [this.databaseName]);
+    const pids = rows.map((r) => r.pid);
+    for (const entry of await readdir('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+      if (stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) === 'redis-server') pids.push(Number(entry));
+    }
+    const samples = await Promise.all(pids.map(async (pid) => [pid, await processCpuMs(pid).catch(() => NaN)] as const));
+    return new Map(samples.filter(([, ms]) => !Number.isNaN(ms)));
+  }
+
+  /** ms of CPU between two samples; a process that started meanwhile counts from zero, one that ended is lost. */
+  static between(before: Map<number, number>, after: Map<number, number>): number {
+    let total = 0;
+    for (const [pid, ms] of after) total += ms - (before.get(pid) ?? 0);
+    return total;
+  }
+
+  close(): Promise<void> {
+    return this.admin.end();
+  }
 }
 
 async function rssMb(pid: number): Promise<{ rss: number; peak: number }> {
@@ -144,8 +189,6 @@ async function rssMb(pid: number): Promise<{ rss: number; peak: number }> {
 }
 
 // ------------------------------------------------------------------------------------------- the fleet
-
-type SimulatedAgent = { hostname: string; client: GraphQLClient };
 
 async function inBatches<T, R>(items: T[], concurrency: number, work: (item: T, index: number) => Promise<R>): Promise<R[]> {
   const results: R[] = new Array(items.length);
@@ -185,25 +228,12 @@ async function registerFleet(apiUrl: string, count: number): Promise<SimulatedAg
     const result = await anonymous.request<{ registerWorker: { __typename: string; credential?: string; message?: string } }>(REGISTER_WORKER, { input });
     const credential = result.registerWorker.credential;
     if (!credential) throw new Error(`registerWorker failed: ${JSON.stringify(result.registerWorker)}`);
-    return { hostname, client: new GraphQLClient({ url: apiUrl, timeoutMs: 30_000, headers: { authorization: `Bearer ${credential}` } }) };
+    return { index: i, hostname, credential };
   });
 }
 
-/** What a node with three Convoy containers reports. */
-function heartbeatInput(i: number) {
-  const containers = [0, 1, 2].map((c) => ({
-    containerId: randomBytes(32).toString('hex'),
-    serviceId: `bench-service-${i}-${c}`,
-    taskId: randomBytes(12).toString('hex'),
-    cpuPercent: 1.5 + c,
-    memoryUsedMb: 64 + c,
-    networkRxBytes: 1_000_000 * (c + 1),
-    networkTxBytes: 500_000 * (c + 1),
-  }));
-  return { cpuPercent: 23.5, memoryUsedMb: 3000, memoryTotalMb: 8192, diskUsedGb: 40.2, diskTotalGb: 100, load1: 0.7, containers };
-}
-
 type StepResult = {
+  transport: Transport;
   agents: number;
   offered: number;
   sent: number;
@@ -220,76 +250,102 @@ type StepResult = {
   apiCpuPercent: number;
   apiCpuMsPerHeartbeat: number;
   benchCpuPercent: number;
-  /** Of one core: every PostgreSQL and Redis process. */
+  /** Of one core: the bench database's PostgreSQL backends, PostgreSQL's background processes and Redis. */
   storeCpuPercent: number;
   /** Of all cores: what else ran (PostgreSQL, Redis, other work on the machine) shows up here. */
   machineCpuPercent: number;
+  /** Of one core: the machine's busy time less the API's, the load generators' and the stores'. */
+  otherCpuPercent: number;
   /** Monotonic clock (µs, the CPU profile's time base) at the start and end of the step. */
   window: [number, number];
 };
 
-async function runStep(api: ApiProcess, fleet: SimulatedAgent[], seconds: number, intervalSeconds: number): Promise<StepResult> {
-  const intervalMs = intervalSeconds * 1000;
-  const latencies: number[] = [];
-  const errors = new Map<string, number>();
-  let ok = 0;
-  let failed = 0;
-  const [apiCpuBefore, machineBefore, storeBefore] = await Promise.all([processCpuMs(api.pid), readCpuTimes(), storeCpuMs()]);
-  const benchCpuBefore = process.cpuUsage();
+/**
+ * The load-generator processes. Agent i runs in process i mod --clients, so every step of N agents
+ * (the first N of the fleet) spreads evenly over them.
+ */
+class LoadGenerators {
+  private constructor(private readonly children: ChildProcess[]) {}
+
+  static async start(count: number): Promise<LoadGenerators> {
+    const file = new URL('./lib/load-generator.ts', import.meta.url).pathname;
+    const children = Array.from({ length: count }, () => fork(file, [], { execArgv: ['--import', 'tsx'], cwd: ROOT.pathname, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    await Promise.all(children.map((child) => new Promise((resolve, reject) => child.once('spawn', resolve).once('error', reject))));
+    return new LoadGenerators(children);
+  }
+
+  private ask(child: ChildProcess, request: GeneratorRequest): Promise<GeneratorReply> {
+    return new Promise((resolve, reject) => {
+      const onExit = (code: number | null) => reject(new Error(`a load generator exited with ${code}`));
+      child.once('exit', onExit);
+      child.once('message', (reply: GeneratorReply) => {
+        child.off('exit', onExit);
+        if (reply.type === 'error') reject(new Error(`load generator: ${reply.message}`));
+        else resolve(reply);
+      });
+      child.send(request);
+    });
+  }
+
+  async connect(apiUrl: string, transport: Transport, fleet: SimulatedAgent[]): Promise<void> {
+    await Promise.all(this.children.map((child, c) => this.ask(child, { type: 'connect', apiUrl, transport, agents: fleet.filter((a) => a.index % this.children.length === c) })));
+  }
+
+  async run(agents: number, seconds: number, intervalMs: number, startAtEpochMs: number): Promise<StepOutcome> {
+    const replies = await Promise.all(this.children.map((child) => this.ask(child, { type: 'run', agents, seconds, intervalMs, startAtEpochMs })));
+    const outcomes = replies.map((r) => (r as Extract<GeneratorReply, { type: 'result' }>).outcome);
+    const errors = new Map<string, number>();
+    for (const [key, n] of outcomes.flatMap((o) => o.errors)) errors.set(key, (errors.get(key) ?? 0) + n);
+    return {
+      ok: outcomes.reduce((n, o) => n + o.ok, 0),
+      failed: outcomes.reduce((n, o) => n + o.failed, 0),
+      errors: [...errors],
+      latencies: outcomes.flatMap((o) => o.latencies),
+      cpuMs: outcomes.reduce((n, o) => n + o.cpuMs, 0),
+    };
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.children.filter((c) => c.connected).map((child) => this.ask(child, { type: 'close' })));
+    for (const child of this.children) if (child.exitCode === null) child.kill();
+  }
+}
+
+async function runStep(api: ApiProcess, stores: StoreCpu, generators: LoadGenerators, transport: Transport, agents: number, seconds: number, intervalSeconds: number): Promise<StepResult> {
+  // Every process starts the step at the same wall-clock moment; the API's counters are read then.
+  const startAtEpochMs = Date.now() + 200;
+  const running = generators.run(agents, seconds, intervalSeconds * 1000, startAtEpochMs);
+  await new Promise((r) => setTimeout(r, startAtEpochMs - Date.now()));
+  const [apiCpuBefore, machineBefore, storeBefore] = await Promise.all([processCpuMs(api.pid), readCpuTimes(), stores.sample()]);
   const windowStart = monotonicMicros();
   const start = performance.now();
-  const end = start + seconds * 1000;
-  // Agents spread their first heartbeat over one interval, as a fleet that started at different times.
-  await Promise.all(
-    fleet.map(async (agent, i) => {
-      const input = heartbeatInput(i);
-      let nextAt = start + Math.random() * intervalMs;
-      for (;;) {
-        const wait = nextAt - performance.now();
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-        const sentAt = performance.now();
-        if (sentAt >= end) return;
-        try {
-          await agent.client.request(WORKER_HEARTBEAT, { input });
-          const answeredAt = performance.now();
-          // Only answers inside the window count, so the rate is a rate over `seconds`.
-          if (answeredAt <= end) {
-            ok++;
-            latencies.push(answeredAt - sentAt);
-          }
-        } catch (error) {
-          failed++;
-          const key = error instanceof GraphQLRequestError ? `${error.code}: ${error.message.slice(0, 80)}` : `${(error as Error).name}: ${(error as Error).message.slice(0, 80)}`;
-          errors.set(key, (errors.get(key) ?? 0) + 1);
-        }
-        nextAt += intervalMs;
-      }
-    }),
-  );
+  const outcome = await running;
   const windowEnd = monotonicMicros();
   const elapsedMs = performance.now() - start;
-  const [memory, apiCpuAfter, machineAfter, storeAfter] = await Promise.all([rssMb(api.pid), processCpuMs(api.pid), readCpuTimes(), storeCpuMs()]);
-  const benchCpu = process.cpuUsage(benchCpuBefore);
-  latencies.sort((a, b) => a - b);
+  const [memory, apiCpuAfter, machineAfter, storeAfter] = await Promise.all([rssMb(api.pid), processCpuMs(api.pid), readCpuTimes(), stores.sample()]);
+  const storeMs = StoreCpu.between(storeBefore, storeAfter);
+  const latencies = outcome.latencies.sort((a, b) => a - b);
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN;
   return {
-    agents: fleet.length,
-    offered: fleet.length / intervalSeconds,
-    sent: ok + failed,
-    ok,
-    failed,
-    errors,
-    rate: ok / seconds,
+    transport,
+    agents,
+    offered: agents / intervalSeconds,
+    sent: outcome.ok + outcome.failed,
+    ok: outcome.ok,
+    failed: outcome.failed,
+    errors: new Map(outcome.errors),
+    rate: outcome.ok / seconds,
     p50: pct(50),
     p99: pct(99),
     max: latencies.at(-1) ?? NaN,
     rss: memory.rss,
     peakRss: memory.peak,
     apiCpuPercent: ((apiCpuAfter - apiCpuBefore) / elapsedMs) * 100,
-    apiCpuMsPerHeartbeat: ok ? (apiCpuAfter - apiCpuBefore) / ok : NaN,
-    benchCpuPercent: ((benchCpu.user + benchCpu.system) / 1000 / elapsedMs) * 100,
-    storeCpuPercent: ((storeAfter - storeBefore) / elapsedMs) * 100,
+    apiCpuMsPerHeartbeat: outcome.ok ? (apiCpuAfter - apiCpuBefore) / outcome.ok : NaN,
+    benchCpuPercent: (outcome.cpuMs / elapsedMs) * 100,
+    storeCpuPercent: (storeMs / elapsedMs) * 100,
     machineCpuPercent: cpuPercentBetween(machineBefore, machineAfter),
+    otherCpuPercent: Math.max(0, cpuPercentBetween(machineBefore, machineAfter) * cpus().length - ((apiCpuAfter - apiCpuBefore) / elapsedMs) * 100 - (outcome.cpuMs / elapsedMs) * 100 - (storeMs / elapsedMs) * 100),
     window: [windowStart, windowEnd],
   };
 }
@@ -398,7 +454,9 @@ const cleanup = () =>
 process.on('SIGINT', () => void cleanup().then(() => process.exit(130)));
 
 try {
-  console.log(`heartbeat bench: steps ${options.steps.join(', ')} agents, ${options.seconds} s per step, one heartbeat per agent every ${options.intervalSeconds} s`);
+  console.log(
+    `heartbeat bench: steps ${options.steps.join(', ')} agents, ${options.seconds} s per step, one heartbeat per agent every ${options.intervalSeconds} s, over ${options.transports.join(' then ')}, from ${options.clients} load-generator process${options.clients === 1 ? '' : 'es'}`,
+  );
   await setupTemplateDatabase();
   const database = await createTestDatabase();
   cleanups.push(() => database.drop());
@@ -406,7 +464,7 @@ try {
   cleanups.push(() => deleteRedisPrefix(prefix));
   const profileDir = options.profile ? join(ROOT.pathname, 'tmp', `heartbeat-profile-${Date.now()}`) : null;
   if (profileDir) await mkdir(profileDir, { recursive: true });
-  const api = await startApi(database.url, prefix, profileDir);
+  const api = await startApi(database.url, prefix, profileDir, options.apiNodeArgs);
   cleanups.push(() => api.stop());
   const idle = await rssMb(api.pid);
   console.log(`API pid ${api.pid} at ${api.url}, RSS ${idle.rss.toFixed(0)} MB when idle`);
@@ -415,49 +473,64 @@ try {
   const registering = performance.now();
   const fleet = await registerFleet(api.url, largest);
   console.log(`registered ${fleet.length} simulated agents (one join token and credential each) in ${((performance.now() - registering) / 1000).toFixed(1)} s; RSS ${(await rssMb(api.pid)).rss.toFixed(0)} MB`);
+  const generators = await LoadGenerators.start(options.clients);
+  cleanups.push(() => generators.close());
+  const stores = await StoreCpu.connect(database.name);
+  cleanups.push(() => stores.close());
 
-  // Warm-up: JIT, connection pools and prepared statements, not counted.
-  await runStep(api, fleet.slice(0, Math.min(50, fleet.length)), 2, options.intervalSeconds / 4);
-
-  console.log('');
-  console.log('agents  offered/s  heartbeats/s   p50 ms   p99 ms   max ms  failed  API RSS MB (peak)  API CPU %  API CPU ms/hb  bench CPU %  PG+Redis CPU %  machine CPU %');
   const results: StepResult[] = [];
-  for (const n of options.steps) {
-    const result = await runStep(api, fleet.slice(0, n), options.seconds, options.intervalSeconds);
-    results.push(result);
-    const errors = result.failed ? `\n        failures: ${[...result.errors].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([k, v]) => `${v}× ${k}`).join('; ')}` : '';
+  for (const transport of options.transports) {
+    const connecting = performance.now();
+    await generators.connect(api.url, transport, fleet);
+    console.log('');
+    console.log(`${transport}: ${fleet.length} agents connected (one uncounted heartbeat each) in ${((performance.now() - connecting) / 1000).toFixed(1)} s; API RSS ${(await rssMb(api.pid)).rss.toFixed(0)} MB`);
+    // Warm-up: JIT, connection pools and prepared statements, not counted.
+    await runStep(api, stores, generators, transport, Math.min(50, fleet.length), 2, options.intervalSeconds / 4);
+    console.log('transport  agents  offered/s  heartbeats/s   p50 ms   p99 ms   max ms  failed  API RSS MB (peak)  API CPU %  API CPU ms/hb  bench CPU %  PG+Redis CPU %  machine CPU %  other CPU %');
+    for (const n of options.steps) {
+      const result = await runStep(api, stores, generators, transport, n, options.seconds, options.intervalSeconds);
+      results.push(result);
+      const errors = result.failed ? `\n        failures: ${[...result.errors].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([k, v]) => `${v}× ${k}`).join('; ')}` : '';
+      console.log(
+        [
+          transport.padEnd(9),
+          String(n).padStart(6),
+          result.offered.toFixed(0).padStart(9),
+          result.rate.toFixed(0).padStart(12),
+          result.p50.toFixed(1).padStart(7),
+          result.p99.toFixed(1).padStart(7),
+          result.max.toFixed(1).padStart(7),
+          String(result.failed).padStart(6),
+          `${result.rss.toFixed(0).padStart(10)} (${result.peakRss.toFixed(0)})`.padEnd(17),
+          result.apiCpuPercent.toFixed(0).padStart(9),
+          result.apiCpuMsPerHeartbeat.toFixed(2).padStart(13),
+          result.benchCpuPercent.toFixed(0).padStart(11),
+          result.storeCpuPercent.toFixed(0).padStart(14),
+          result.machineCpuPercent.toFixed(0).padStart(13),
+          result.otherCpuPercent.toFixed(0).padStart(11),
+        ].join('  ') + errors,
+      );
+    }
+  }
+  console.log('');
+  const passing: Transport[] = [];
+  for (const transport of options.transports) {
+    const best = results.filter((r) => r.transport === transport && r.failed === 0 && r.p99 <= TARGET.p99Ms).sort((a, b) => b.rate - a.rate)[0];
+    const pass = !!best && best.rate >= TARGET.heartbeatsPerSecond;
+    if (pass) passing.push(transport);
     console.log(
-      [
-        String(n).padStart(6),
-        result.offered.toFixed(0).padStart(9),
-        result.rate.toFixed(0).padStart(12),
-        result.p50.toFixed(1).padStart(7),
-        result.p99.toFixed(1).padStart(7),
-        result.max.toFixed(1).padStart(7),
-        String(result.failed).padStart(6),
-        `${result.rss.toFixed(0).padStart(10)} (${result.peakRss.toFixed(0)})`.padEnd(17),
-        result.apiCpuPercent.toFixed(0).padStart(9),
-        result.apiCpuMsPerHeartbeat.toFixed(2).padStart(13),
-        result.benchCpuPercent.toFixed(0).padStart(11),
-        result.storeCpuPercent.toFixed(0).padStart(14),
-        result.machineCpuPercent.toFixed(0).padStart(13),
-      ].join('  ') + errors,
+      `${transport}: best step within p99 <= ${TARGET.p99Ms} ms and no failures: ${best ? `${best.rate.toFixed(0)} heartbeats/s at ${best.agents} agents (p99 ${best.p99.toFixed(1)} ms)` : 'none'}; target >= ${TARGET.heartbeatsPerSecond}/s: ${pass ? 'PASS' : 'FAIL'}`,
     );
   }
-  const best = results.filter((r) => r.failed === 0 && r.p99 <= TARGET.p99Ms).sort((a, b) => b.rate - a.rate)[0];
-  const pass = !!best && best.rate >= TARGET.heartbeatsPerSecond;
-  console.log('');
-  console.log(
-    `best step within p99 <= ${TARGET.p99Ms} ms and no failures: ${best ? `${best.rate.toFixed(0)} heartbeats/s at ${best.agents} agents (p99 ${best.p99.toFixed(1)} ms)` : 'none'}; target >= ${TARGET.heartbeatsPerSecond}/s: ${pass ? 'PASS' : 'FAIL'}`,
-  );
+  console.log(`target ${passing.length ? `reached over ${passing.join(' and ')}: PASS` : 'reached over no transport: FAIL'}`);
   if (profileDir) {
     // V8 writes the profile when the API exits.
     await api.stop();
     const main = (await readdir(profileDir)).filter((f) => f.endsWith('.cpuprofile')).map((f) => ({ f, thread: Number(f.split('.').at(-3)) })).sort((a, b) => a.thread - b.thread)[0];
     for (const [i, result] of main ? results.entries() : []) {
       console.log('');
-      console.log(`CPU profile of the API during the ${result.agents}-agent step (${join(profileDir, main!.f)}):`);
-      await summariseProfile(join(profileDir, main!.f), result.window, result.ok, i === results.length - 1);
+      console.log(`CPU profile of the API during the ${result.agents}-agent step over ${result.transport} (${join(profileDir, main!.f)}):`);
+      await summariseProfile(join(profileDir, main!.f), result.window, result.ok, results[i + 1]?.transport !== result.transport);
     }
   }
 } catch (error) {

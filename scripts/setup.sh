@@ -23,8 +23,24 @@ apt_install() {
 
 command -v dockerd >/dev/null 2>&1 || apt_install docker.io
 command -v nix-build >/dev/null 2>&1 || apt_install nix-bin
+# nix-bin alone has no build users: Nix refuses to build without the nixbld group (Debian's
+# nix-setup-systemd package creates it, but wants systemd). Create what it would.
+if ! getent group nixbld >/dev/null; then
+  log 'creating the nixbld build users'
+  as_root groupadd --system nixbld
+  for i in $(seq 1 8); do
+    as_root useradd --system --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin \
+      --gid nixbld --groups nixbld --comment "Nix build user $i" "nixbld$i"
+  done
+fi
+if [ ! -f /etc/nix/nix.conf ]; then
+  as_root mkdir -p /etc/nix
+  # No sandbox: it needs user namespaces that containers and CI machines often lack.
+  printf 'build-users-group = nixbld\nsandbox = false\n' | as_root tee /etc/nix/nix.conf >/dev/null
+fi
 # docker-registry: a local registry for the tests of image distribution (REGISTRY_URL).
-apt_install busybox-static git ca-certificates docker-registry
+# iproute2 (ip netns) and util-linux (unshare, mount): the multi-node swarm of test/cluster.test.ts.
+apt_install busybox-static git ca-certificates docker-registry iproute2 util-linux
 
 # --- Docker engine ----------------------------------------------------------------------------
 if ! as_root docker info >/dev/null 2>&1; then

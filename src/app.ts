@@ -13,6 +13,7 @@ import { SwarmOrchestrator, type Orchestrator } from './platform/orchestrator/in
 import { dockerFromHost } from './platform/orchestrator/index.js';
 import type { DeployJob } from './modules/deployments/service.js';
 import type { BuildJob } from './modules/builds/service.js';
+import type { FailoverJob } from './modules/workers/failover.js';
 import type Docker from 'dockerode';
 import { NixBuilder, nixBuilderOptionsFromEnv, type Builder } from './platform/builder/index.js';
 
@@ -25,7 +26,7 @@ export type App = {
   docker: Docker;
   orchestrator: Orchestrator;
   builder: Builder;
-  queues: { deployments: Queue<DeployJob>; builds: Queue<BuildJob> };
+  queues: { deployments: Queue<DeployJob>; builds: Queue<BuildJob>; failover: Queue<FailoverJob> };
   close(): Promise<void>;
 };
 
@@ -48,6 +49,7 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const queueConnection = { redisUrl: config.redisUrl, prefix: config.redisPrefix, onError: reportRedisError };
   const deployments = createQueue<DeployJob>(QUEUES.deployments, queueConnection);
   const builds = createQueue<BuildJob>(QUEUES.builds, queueConnection);
+  const failover = createQueue<FailoverJob>(QUEUES.workerFailover, queueConnection);
   return {
     config,
     db,
@@ -57,10 +59,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     docker,
     orchestrator,
     builder,
-    queues: { deployments, builds },
+    queues: { deployments, builds, failover },
     async close() {
       await bus.close();
-      await Promise.allSettled([deployments.close(), builds.close()]);
+      await Promise.allSettled([deployments.close(), builds.close(), failover.close()]);
       await Promise.allSettled([db.$disconnect(), closeRedis(redis), closeRedis(subscriber)]);
       await (pool as pg.Pool).end().catch(() => {});
     },

@@ -38,6 +38,12 @@ const schema = z.object({
   REGISTRY_URL: z.string().regex(/^[a-z0-9.-]+(:[0-9]{1,5})?(\/[a-z0-9._/-]+)?$/, 'must be host[:port][/path] of a Docker registry').optional(),
   CONVOY_BUILD_TIMEOUT_SECONDS: z.coerce.number().int().min(10).max(86_400).default(1800),
   CONVOY_BUILD_CONCURRENCY: z.coerce.number().int().min(1).max(32).default(2),
+  // Where builds run: on worker agents (offered through workerJobs) or in the controller process.
+  CONVOY_BUILD_EXECUTOR: z.enum(['agents', 'controller']).default('controller'),
+  // An agent's claimed job goes back to the queue when the agent is silent this long (or restarted).
+  CONVOY_JOB_LEASE_SECONDS: z.coerce.number().min(1).max(3600).default(90),
+  // A build nobody claims in this time fails ("no agent took it").
+  CONVOY_JOB_CLAIM_TIMEOUT_SECONDS: z.coerce.number().min(1).max(86_400).default(900),
   // Lets Git sources use file:// URLs (local repositories). Off by default: users could read the node's disk.
   CONVOY_ALLOW_FILE_GIT_URLS: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   MIGRATE_ON_START: z.enum(['true', 'false', '1', '0']).default('true').transform((v) => v === 'true' || v === '1'),
@@ -46,9 +52,15 @@ const schema = z.object({
   // The image the install script runs the worker agent from (an image built from this repository).
   CONVOY_AGENT_IMAGE: z.string().max(512).regex(IMAGE_REFERENCE, 'must be a Docker image reference').default('convoy:latest'),
   CONVOY_WORKER_HEARTBEAT_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
+  // How long a worker credential found valid is trusted without asking PostgreSQL; 0: every request asks.
+  CONVOY_WORKER_CREDENTIAL_CACHE_SECONDS: z.coerce.number().min(0).max(60).default(10),
   CONVOY_WORKER_SWEEP_SECONDS: z.coerce.number().min(1).max(3600).default(15),
   CONVOY_WORKER_UNHEALTHY_SECONDS: z.coerce.number().min(1).max(86_400).default(120),
   CONVOY_WORKER_OFFLINE_SECONDS: z.coerce.number().min(1).max(86_400).default(300),
+  // A failed worker's services (migration policy AUTOMATIC): how long Convoy leaves Swarm to reschedule
+  // them by itself before it moves them, and how long until it gives up and reports the migration FAILED.
+  CONVOY_FAILOVER_WAIT_SECONDS: z.coerce.number().min(0).max(3600).default(15),
+  CONVOY_FAILOVER_TIMEOUT_SECONDS: z.coerce.number().min(5).max(86_400).default(300),
   CONVOY_WORKER_CPU_ALERT_PERCENT: z.coerce.number().min(1).max(100).default(90),
   CONVOY_WORKER_MEMORY_ALERT_PERCENT: z.coerce.number().min(1).max(100).default(95),
   CONVOY_WORKER_DISK_ALERT_PERCENT: z.coerce.number().min(1).max(100).default(90),
@@ -72,7 +84,15 @@ export type Config = {
   refreshTokenTtlSeconds: number;
   limits: { maxDepth: number; maxAliases: number; maxCost: number; maxTokens: number };
   migrateOnStart: boolean;
-  build: { registryUrl: string | null; timeoutSeconds: number; concurrency: number; allowFileGitUrls: boolean };
+  build: {
+    registryUrl: string | null;
+    timeoutSeconds: number;
+    concurrency: number;
+    allowFileGitUrls: boolean;
+    executor: 'agents' | 'controller';
+    jobLeaseSeconds: number;
+    jobClaimTimeoutSeconds: number;
+  };
   deploy: {
     endpointMode: 'vip' | 'dnsrr';
     initSwarm: boolean;
@@ -89,9 +109,12 @@ export type Config = {
   workers: {
     agentImage: string;
     heartbeatSeconds: number;
+    credentialCacheSeconds: number;
     sweepSeconds: number;
     unhealthySeconds: number;
     offlineSeconds: number;
+    failoverWaitSeconds: number;
+    failoverTimeoutSeconds: number;
     alerts: { cpuPercent: number; memoryPercent: number; diskPercent: number };
     metricsTtlSeconds: number;
   };
@@ -130,7 +153,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     refreshTokenTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
     limits: { maxDepth: e.GRAPHQL_MAX_DEPTH, maxAliases: e.GRAPHQL_MAX_ALIASES, maxCost: e.GRAPHQL_MAX_COST, maxTokens: e.GRAPHQL_MAX_TOKENS },
     migrateOnStart: e.MIGRATE_ON_START,
-    build: { registryUrl: e.REGISTRY_URL ?? null, timeoutSeconds: e.CONVOY_BUILD_TIMEOUT_SECONDS, concurrency: e.CONVOY_BUILD_CONCURRENCY, allowFileGitUrls: e.CONVOY_ALLOW_FILE_GIT_URLS },
+    build: { registryUrl: e.REGISTRY_URL ?? null, timeoutSeconds: e.CONVOY_BUILD_TIMEOUT_SECONDS, concurrency: e.CONVOY_BUILD_CONCURRENCY, allowFileGitUrls: e.CONVOY_ALLOW_FILE_GIT_URLS,
+      executor: e.CONVOY_BUILD_EXECUTOR,
+      jobLeaseSeconds: e.CONVOY_JOB_LEASE_SECONDS,
+      jobClaimTimeoutSeconds: e.CONVOY_JOB_CLAIM_TIMEOUT_SECONDS,
+    },
     deploy: {
       endpointMode: e.CONVOY_ENDPOINT_MODE,
       initSwarm: e.CONVOY_SWARM_INIT,
@@ -147,10 +174,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     workers: {
       agentImage: e.CONVOY_AGENT_IMAGE,
       heartbeatSeconds: e.CONVOY_WORKER_HEARTBEAT_SECONDS,
+      credentialCacheSeconds: e.CONVOY_WORKER_CREDENTIAL_CACHE_SECONDS,
       sweepSeconds: e.CONVOY_WORKER_SWEEP_SECONDS,
       unhealthySeconds: e.CONVOY_WORKER_UNHEALTHY_SECONDS,
       // OFFLINE always comes after UNHEALTHY.
       offlineSeconds: Math.max(e.CONVOY_WORKER_OFFLINE_SECONDS, e.CONVOY_WORKER_UNHEALTHY_SECONDS),
+      failoverWaitSeconds: e.CONVOY_FAILOVER_WAIT_SECONDS,
+      failoverTimeoutSeconds: e.CONVOY_FAILOVER_TIMEOUT_SECONDS,
       alerts: { cpuPercent: e.CONVOY_WORKER_CPU_ALERT_PERCENT, memoryPercent: e.CONVOY_WORKER_MEMORY_ALERT_PERCENT, diskPercent: e.CONVOY_WORKER_DISK_ALERT_PERCENT },
       metricsTtlSeconds: e.CONVOY_METRICS_TTL_SECONDS,
     },

@@ -2,7 +2,8 @@
 import type { EventBus } from './platform/events/bus.js';
 import type { NodeMetricValues } from './shared/metrics.js';
 
-export type ServiceEventKind = 'CREATED' | 'UPDATED' | 'DELETED' | 'STATUS_CHANGED';
+/** MIGRATION: a ServiceMigration of the service was opened or changed status (its worker failed). */
+export type ServiceEventKind = 'CREATED' | 'UPDATED' | 'DELETED' | 'STATUS_CHANGED' | 'MIGRATION';
 
 export type ServiceEvent = {
   kind: ServiceEventKind;
@@ -57,6 +58,9 @@ export type ContainerStatsSample = { containerId: string; taskId: string | null;
 /** The stats of one service's containers on one worker, from one heartbeat. */
 export type ServiceMetricsEvent = { serviceId: string; at: string; containers: ContainerStatsSample[] };
 
+/** OFFER: a job is waiting for an agent; CANCEL: the agent running it (workerId) should stop it. */
+export type WorkerJobEvent = { action: 'OFFER' | 'CANCEL'; jobId: string; kind: string; workerId: string | null; at: string };
+
 export type ConvoyEvents = {
   /** keyed by service id */
   service: ServiceEvent;
@@ -76,6 +80,8 @@ export type ConvoyEvents = {
   workerHeartbeats: { heartbeats: WorkerHeartbeatEvent[] };
   /** keyed by service id */
   serviceMetrics: ServiceMetricsEvent;
+  /** keyed by 'all': job offers and cancellations for worker agents */
+  workerJobs: WorkerJobEvent;
 };
 
 export type ConvoyBus = EventBus<ConvoyEvents>;

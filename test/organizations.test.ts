@@ -104,3 +104,24 @@ describe('organizations and roles', () => {
     expect(asMember.errors?.[0].extensions?.code).toBe('FORBIDDEN');
   });
 });
+
+describe('migration policy', () => {
+  it('owners and admins set what happens to services when their worker fails; members cannot', async () => {
+    const owner = await api.register();
+    const admin = await api.register();
+    const member = await api.register();
+    await orgWith(owner, [admin, 'ADMIN'], [member, 'MEMBER']);
+    const SET = `mutation($p: MigrationPolicy!) { setMigrationPolicy(policy: $p) { __typename ... on Organization { migrationPolicy } ... on Error { message } } }`;
+    expect((await api.gql(`{ organization { migrationPolicy } }`, {}, { token: owner.accessToken })).data.organization.migrationPolicy).toBe('AUTOMATIC');
+    expect((await api.gql(SET, { p: 'NONE' }, { token: member.accessToken, org: owner.organizationId })).data.setMigrationPolicy.__typename).toBe('ForbiddenError');
+    expect((await api.gql(SET, { p: 'MANUAL' }, { token: admin.accessToken, org: owner.organizationId })).data.setMigrationPolicy).toEqual({ __typename: 'Organization', migrationPolicy: 'MANUAL' });
+    expect((await api.gql(SET, { p: 'NONE' }, { token: owner.accessToken })).data.setMigrationPolicy).toEqual({ __typename: 'Organization', migrationPolicy: 'NONE' });
+    expect(await api.app.db.organization.findUniqueOrThrow({ where: { id: owner.organizationId } })).toMatchObject({ migrationPolicy: 'NONE' });
+    const audit = await api.app.db.auditLogEntry.findMany({ where: { organizationId: owner.organizationId, action: 'organization.set_migration_policy' }, orderBy: { createdAt: 'asc' } });
+    expect(audit.map((e) => [e.actorUserId, e.metadata])).toEqual([
+      [admin.id, { from: 'AUTOMATIC', to: 'MANUAL' }],
+      [owner.id, { from: 'MANUAL', to: 'NONE' }],
+    ]);
+    expect((await api.gql(SET, { p: 'SOMETIMES' }, { token: owner.accessToken })).errors?.length).toBeGreaterThan(0);
+  });
+});

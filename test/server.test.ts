@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
+import { request, type ClientRequest } from 'node:http';
 import { startTestApi, type TestApi } from './helpers/api.js';
 
 let api: TestApi;
@@ -49,6 +50,47 @@ describe('the HTTP server', () => {
     expect(aliasResult.errors?.[0].message, JSON.stringify(aliasResult)).toMatch(/alias/i);
     const tokens = `{ ${Array.from({ length: 2100 }, () => '__typename').join(' ')} }`;
     expect((await api.gql(tokens)).errors?.[0].message).toMatch(/token/i);
+  });
+
+  it('limits request bodies to 25 MB, with a Content-Length or chunked', async () => {
+    const url = new URL('/graphql', api.url);
+    // Settles as soon as the server answers, whether or not the body was all sent; a connection each,
+    // as the server closes one whose body it did not read.
+    const post = (headers: Record<string, string | number>, write: (req: ClientRequest) => void) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request(url, { method: 'POST', agent: false, headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+          let body = '';
+          res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+          res.on('end', () => {
+            resolve({ status: res.statusCode!, body });
+            req.destroy();
+          });
+        });
+        req.on('error', reject);
+        write(req);
+      });
+    const query = JSON.stringify({ query: '{ __typename }' });
+
+    const declared = await post({ 'content-length': 26_000_000 }, (req) => req.write(query));
+    expect(declared.status).toBe(413);
+    expect(JSON.parse(declared.body).errors[0].extensions.code).toBe('REQUEST_ENTITY_TOO_LARGE');
+
+    const chunked = await post({ 'transfer-encoding': 'chunked' }, (req) => {
+      const megabyte = Buffer.alloc(1_000_000, 0x20);
+      const more = (sent: number): void => {
+        if (sent === 26) return void req.end();
+        if (req.write(megabyte)) more(sent + 1);
+        else req.once('drain', () => more(sent + 1));
+      };
+      more(0);
+    });
+    expect(chunked.status).toBe(413);
+
+    const small = await post({ 'transfer-encoding': 'chunked' }, (req) => {
+      req.write(query.slice(0, 10));
+      req.end(query.slice(10));
+    });
+    expect(JSON.parse(small.body)).toEqual({ data: { __typename: 'Query' } });
   });
 
   it('masks unexpected errors', async () => {

@@ -8,9 +8,11 @@ import { hashToken } from '../src/platform/crypto/tokens.js';
 import { sweepWorkerHealth } from '../src/modules/workers/health.js';
 import { startWorkerController } from '../src/modules/workers/controller.js';
 import { renderInstallScript } from '../src/modules/workers/install.js';
-import { register } from '../src/modules/auth/service.js';
+import { authenticate, register } from '../src/modules/auth/service.js';
 import { createDb } from '../src/platform/db/client.js';
 import { createTestDatabase } from './helpers/database.js';
+import { createApp } from '../src/app.js';
+import { createLogger } from '../src/platform/logging/logger.js';
 
 let api: TestApi;
 let admin: TestUser;
@@ -426,6 +428,8 @@ describe('drain and remove', () => {
     const serviceId = await createService(alice, 'on-removed-node');
     const worker = await registerWorker();
     await heartbeat(worker, { containers: [container(serviceId)] });
+    const CURRENT = `{ currentWorker { id } }`;
+    expect((await api.gql(CURRENT, {}, { token: worker.credential })).data.currentWorker.id).toBe(worker.id);
     const REMOVE = `mutation($id: ID!, $force: Boolean) { removeWorker(id: $id, force: $force) { __typename ... on Worker { removedAt } ... on Error { message } } }`;
     const refused = await api.gql(REMOVE, { id: worker.id }, { token: admin.accessToken });
     expect(refused.data.removeWorker.__typename).toBe('ConflictError');
@@ -434,6 +438,8 @@ describe('drain and remove', () => {
     expect(removed.data.removeWorker.removedAt).not.toBeNull();
 
     expect(codeOf(await heartbeat(worker))).toBe('UNAUTHENTICATED');
+    // Not only heartbeats (whose write skips removed workers): the credential itself, cached a moment ago.
+    expect(codeOf(await api.gql(CURRENT, {}, { token: worker.credential }))).toBe('UNAUTHENTICATED');
     expect(await api.app.db.workerCredential.count({ where: { workerId: worker.id, revokedAt: null } })).toBe(0);
     const list = await api.gql(`{ workers(first: 100) { edges { node { id } } } }`, {}, { token: admin.accessToken });
     expect(list.data.workers.edges.map((e: any) => e.node.id)).not.toContain(worker.id);
@@ -441,6 +447,31 @@ describe('drain and remove', () => {
     // The host name is free again for a new registration.
     const again = await registerWorker(worker.hostname);
     expect(again.id).not.toBe(worker.id);
+  });
+});
+
+describe('worker credentials across API processes', () => {
+  it('another API process refuses a removed worker within a couple of seconds, long before its cache expires', async () => {
+    // A second API process on the same database and Redis: authenticate() as its server calls it.
+    const other = await createApp(api.config, { log: createLogger('silent') });
+    try {
+      const worker = await registerWorker();
+      const headers = new Headers({ authorization: `Bearer ${worker.credential}` });
+      expect(await authenticate(other, headers)).toEqual({ kind: 'worker', workerId: worker.id });
+      const removed = await api.gql(`mutation($id: ID!) { removeWorker(id: $id, force: true) { __typename } }`, { id: worker.id }, { token: admin.accessToken });
+      expect(removed.data.removeWorker.__typename).toBe('Worker');
+      const removedAt = Date.now();
+      let refusedAfterMs: number | null = null;
+      while (refusedAfterMs === null && Date.now() - removedAt < api.config.workers.credentialCacheSeconds * 1000) {
+        const outcome = await authenticate(other, headers).catch((error: Error) => error);
+        if (outcome instanceof Error) refusedAfterMs = Date.now() - removedAt;
+        else await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(refusedAfterMs).not.toBeNull();
+      expect(refusedAfterMs!).toBeLessThan(3000);
+    } finally {
+      await other.close();
+    }
   });
 });
 

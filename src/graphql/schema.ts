@@ -12,6 +12,8 @@ import '../modules/builds/schema.js';
 import '../modules/audit/schema.js';
 import '../modules/templates/schema.js';
 import '../modules/workers/schema.js';
+import '../modules/workers/failover-schema.js';
+import '../modules/builds/agent-jobs-schema.js';
 
 export const schema = builder.toSchema({ sortSchema: true });
 

@@ -9,7 +9,8 @@ import { startEmbeddedAgent } from '../../worker-agent/src/embedded.js';
 import { onShutdown } from './shutdown.js';
 
 // One machine: initialise a single-node swarm when the engine has none, unless told otherwise.
-const config = loadConfig({ CONVOY_SWARM_INIT: 'true', ...process.env });
+// Builds go to the embedded agent, as they go to worker agents in a cluster.
+const config = loadConfig({ CONVOY_SWARM_INIT: 'true', CONVOY_BUILD_EXECUTOR: 'agents', ...process.env });
 const app = await createApp(config);
 const synced = await syncBuiltInTemplates(app);
 app.log.info(synced, 'built-in templates synchronised');
@@ -22,6 +23,7 @@ const agent = await startEmbeddedAgent({
   apiUrl: `http://127.0.0.1:${config.port}`,
   joinToken,
   heartbeatSeconds: config.workers.heartbeatSeconds,
+  jobs: { builder: app.builder, docker: app.docker },
 });
 const controller = await startControllers(app);
 const server = await startServer(app, { port: config.port, host: config.host, docker: app.docker });

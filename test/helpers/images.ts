@@ -1,6 +1,7 @@
 // Tiny HTTP app images made locally from the static busybox (no registry can be pulled from here): a root
 // folder is written as a tar in memory and imported through the Engine API.
 import { createHash } from 'node:crypto';
+import type Docker from 'dockerode';
 import { readFile, stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { HealthCheck } from '../../src/platform/orchestrator/orchestrator.js';
@@ -65,19 +66,24 @@ export function httpHealthCheck(port = TEST_APP_PORT, overrides: Partial<HealthC
   };
 }
 
-async function importUnlessPresent(tag: string, options: TestImageOptions, fingerprint: string): Promise<string> {
-  const existing = await docker.getImage(tag).inspect().catch(() => null);
+/** Imports the image into the given engine (another node's, say) unless that tag already holds it there. */
+export async function importTestImage(engine: Docker, tag: string, options: TestImageOptions): Promise<string> {
+  return importUnlessPresent(tag, options, await fingerprintOf(options), engine);
+}
+
+async function importUnlessPresent(tag: string, options: TestImageOptions, fingerprint: string, engine: Docker = docker): Promise<string> {
+  const existing = await engine.getImage(tag).inspect().catch(() => null);
   if (existing?.Config?.Labels?.[FINGERPRINT_LABEL] === fingerprint) return tag;
 
   const [repo, version] = splitTag(tag);
   const rootfs = await buildRootfsTar(options);
-  const progress = await docker.importImage(Readable.from([rootfs]), {
+  const progress = await engine.importImage(Readable.from([rootfs]), {
     repo,
     tag: version,
     changes: [`CMD ${JSON.stringify(['/bin/sh', '-c', startScript(options)])}`, `LABEL ${FINGERPRINT_LABEL}=${fingerprint}`],
   });
   await new Promise<void>((resolve, reject) =>
-    docker.modem.followProgress(progress, (error: Error | null, events: Array<{ error?: string }>) => {
+    engine.modem.followProgress(progress, (error: Error | null, events: Array<{ error?: string }>) => {
       const failure = error?.message ?? events.find((event) => event.error)?.error;
       if (failure) reject(new Error(`importing ${tag} failed: ${failure}`));
       else resolve();

@@ -9,6 +9,9 @@ import { containerStatsInput } from '../../src/modules/workers/validation.js';
 import { loadState, saveState, StateFileError, type AgentState } from './state.js';
 import { boundedSignal, sleep } from './sleep.js';
 import { AGENT_VERSION } from './version.js';
+import { randomBytes } from 'node:crypto';
+import type { Builder } from '../../src/platform/builder/index.js';
+import { JobRunner } from './jobs.js';
 
 export const DEFAULT_HEARTBEAT_SECONDS = 30;
 const MIN_HEARTBEAT_SECONDS = 1;
@@ -104,6 +107,8 @@ export type WorkerAgentOptions = {
   agentVersion?: string;
   log: Logger;
   onHeartbeat?: (report: HeartbeatReport) => void;
+  /** Take build jobs (workerJobs) and run them with this builder against `docker`; absent: none. */
+  jobs?: { builder: Builder; docker: Docker } | null;
 };
 
 type Identity = AgentState & { client: GraphQLClient };
@@ -116,6 +121,9 @@ export class WorkerAgent {
   private intervalMs: number;
   private loop: Promise<void> | null = null;
   private starting: Promise<{ workerId: string; registered: boolean }> | null = null;
+  private jobRunner: JobRunner | null = null;
+  /** New for every process: the API ties this process's job claims to it. */
+  readonly session = randomBytes(16).toString('base64url');
 
   constructor(private readonly options: WorkerAgentOptions) {
     this.log = options.log;
@@ -149,6 +157,7 @@ export class WorkerAgent {
   start(): Promise<{ workerId: string; registered: boolean }> {
     this.starting ??= this.identify().then((result) => {
       this.loop = this.heartbeatLoop();
+      this.startJobs();
       // wait() hands the outcome to whoever asks; nobody asking must not crash the process.
       this.loop.catch(() => {});
       return result;
@@ -169,7 +178,15 @@ export class WorkerAgent {
   /** Ends the loop, aborting whatever request or wait is in flight. */
   async stop(): Promise<void> {
     if (!this.abort.signal.aborted) this.abort.abort(new AgentStoppedError());
-    await Promise.allSettled([this.starting, this.loop]);
+    await Promise.allSettled([this.starting, this.loop, this.jobRunner?.stop()]);
+  }
+
+  private startJobs() {
+    const jobs = this.options.jobs;
+    if (!jobs || !this.identity || this.signal.aborted) return;
+    this.jobRunner = new JobRunner({ apiUrl: this.identity.apiUrl, credential: this.identity.credential, session: this.session, client: this.identity.client, builder: jobs.builder, docker: jobs.docker, log: this.log });
+    this.jobRunner.start();
+    this.log.info('taking build jobs');
   }
 
   private get signal(): AbortSignal {
@@ -296,7 +313,7 @@ export class WorkerAgent {
     const identity = this.identity!;
     const metrics = await this.collector.collect(this.signal, containerStatsBoundMs(this.intervalMs));
     const sentAt = performance.now();
-    const input = { ...metrics, containers: this.reportableContainers(metrics.containers) };
+    const input = { ...metrics, containers: this.reportableContainers(metrics.containers), agentSession: this.session };
     const result = await identity.client.request<{ workerHeartbeat: HeartbeatResult }>(WORKER_HEARTBEAT, { input }, { signal: this.signal });
     const latencyMs = performance.now() - sentAt;
     const { worker, nextHeartbeatInSeconds } = result.workerHeartbeat;

@@ -7,7 +7,7 @@ import type Docker from 'dockerode';
 import type { Orchestrator } from '../../src/platform/orchestrator/index.js';
 import type { Logger } from '../../src/platform/logging/logger.js';
 import { dockerFromHost } from '../../src/platform/orchestrator/swarm.js';
-import { WorkerAgent, type HeartbeatReport } from './agent.js';
+import { WorkerAgent, type HeartbeatReport, type WorkerAgentOptions } from './agent.js';
 
 export type EmbeddedAgentOptions = {
   orchestrator: Orchestrator;
@@ -23,6 +23,8 @@ export type EmbeddedAgentOptions = {
   /** The engine to read container stats from; default DOCKER_HOST or the local socket. */
   docker?: Docker;
   onHeartbeat?: (report: HeartbeatReport) => void;
+  /** Run build jobs in-process (when the API offers builds to agents). */
+  jobs?: WorkerAgentOptions['jobs'];
 };
 
 /** `workerId` is null until the agent has registered (or loaded its state). */
@@ -49,6 +51,7 @@ export async function startEmbeddedAgent(options: EmbeddedAgentOptions): Promise
       onCredentialRejected: 'register',
       log: options.log,
       onHeartbeat: options.onHeartbeat,
+      jobs: options.jobs,
     });
     // Not awaited: in `npm run dev` the API may start listening only after this returns; the agent
     // retries its registration until it does.

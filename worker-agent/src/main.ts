@@ -6,6 +6,7 @@ import { hostname as osHostname } from 'node:os';
 import { z } from 'zod';
 import { createLogger, type Logger } from '../../src/platform/logging/logger.js';
 import { dockerFromHost } from '../../src/platform/orchestrator/swarm.js';
+import { NixBuilder, nixBuilderOptionsFromEnv } from '../../src/platform/builder/index.js';
 import { WORKER_HOSTNAME } from '../../src/modules/workers/validation.js';
 import { AgentFatalError, DEFAULT_HEARTBEAT_SECONDS, WorkerAgent } from './agent.js';
 import { checkLabels, parseLabels } from './labels.js';
@@ -24,6 +25,8 @@ const envSchema = z.object({
   CONVOY_AGENT_LABELS: z.string().default(''),
   CONVOY_AGENT_DISK_PATH: z.string().min(1).default('/'),
   CONVOY_AGENT_JOIN_SWARM: z.enum(['true', 'false']).default('true'),
+  // Run build jobs offered by the API (Nix must be installed on the node).
+  CONVOY_AGENT_BUILDS: z.enum(['true', 'false']).default('true'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -72,6 +75,7 @@ const agent = new WorkerAgent({
   diskPath: settings.CONVOY_AGENT_DISK_PATH,
   joinSwarm: settings.CONVOY_AGENT_JOIN_SWARM === 'true',
   log,
+  jobs: settings.CONVOY_AGENT_BUILDS === 'true' ? { builder: new NixBuilder(nixBuilderOptionsFromEnv()), docker: settings.docker } : null,
 });
 
 let stopping = false;

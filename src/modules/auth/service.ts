@@ -10,6 +10,7 @@ import { ConflictError, InvalidCredentialsError, NotFoundError, UnauthenticatedE
 import { recordAudit } from '../audit/audit.js';
 import { Role } from '../../generated/prisma/enums.js';
 import { ORGANIZATION_HEADER, type Actor, type Caller, type OrgMembership } from './caller.js';
+import { workerIdForCredential, type WorkerCredentialDeps } from './worker-credentials.js';
 
 export type AuthDeps = { db: Db; config: Config };
 export type TokenPair = { accessToken: string; refreshToken: string; accessTokenExpiresAt: Date; refreshTokenExpiresAt: Date };
@@ -176,7 +177,7 @@ export async function revokeApiToken(deps: AuthDeps, actor: Actor, id: string) {
 type Headers = { get(name: string): string | null };
 
 /** Resolves the caller from request headers. Bad credentials are an error, missing ones are anonymous. */
-export async function authenticate(deps: AuthDeps, headers: Headers): Promise<Caller> {
+export async function authenticate(deps: AuthDeps & WorkerCredentialDeps, headers: Headers): Promise<Caller> {
   const authorization = headers.get('authorization');
   if (!authorization) return { kind: 'anonymous' };
   const match = /^Bearer ([A-Za-z0-9._~+/=-]{10,2048})$/.exec(authorization.trim());
@@ -185,9 +186,9 @@ export async function authenticate(deps: AuthDeps, headers: Headers): Promise<Ca
   const requestedOrg = headers.get(ORGANIZATION_HEADER);
 
   if (token.startsWith(`${WORKER_TOKEN_PREFIX}_`)) {
-    const credential = await deps.db.workerCredential.findUnique({ where: { tokenHash: hashToken(token) }, include: { worker: true } });
-    if (!credential || credential.revokedAt || credential.worker.removedAt) throw new UnauthenticatedError('Invalid worker credential');
-    return { kind: 'worker', workerId: credential.workerId };
+    const workerId = await workerIdForCredential(deps, hashToken(token));
+    if (!workerId) throw new UnauthenticatedError('Invalid worker credential');
+    return { kind: 'worker', workerId };
   }
 
   if (token.startsWith(`${API_TOKEN_PREFIX}_`)) {

@@ -18,6 +18,9 @@ export type DeploymentConfig = {
   memoryReservationMb: number | null;
 };
 
+/** On the Swarm service and on every task container: the Convoy service it belongs to. */
+export const SERVICE_ID_LABEL = 'convoy.service-id';
+
 /** One Swarm service per Convoy service, named from its id: Swarm refuses a second one with that name. */
 export function swarmServiceName(serviceId: string): string {
   return `convoy-${serviceId}`;
@@ -98,12 +101,12 @@ export function toSwarmSpec(input: SpecInput, settings: Config['deploy']): Swarm
     replicas: input.replicas,
     labels: {
       'convoy.managed': 'true',
-      'convoy.service-id': input.serviceId,
+      [SERVICE_ID_LABEL]: input.serviceId,
       'convoy.organization-id': input.organizationId,
       'convoy.service-name': config.name,
       ...routingLabels(input.serviceId, config, network),
     },
-    containerLabels: { [DEPLOYMENT_LABEL]: input.deploymentId, 'convoy.service-id': input.serviceId },
+    containerLabels: { [DEPLOYMENT_LABEL]: input.deploymentId, [SERVICE_ID_LABEL]: input.serviceId },
     networks: [{ name: network, aliases: [config.name] }],
     // A port without a published number is only reachable on the organization's network (and by the
     // router); Swarm publishes only the others. Without IPVS (dnsrr) the ingress mesh cannot work, so

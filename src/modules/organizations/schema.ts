@@ -1,11 +1,14 @@
 import { builder } from '../../graphql/builder.js';
-import { Role } from '../../generated/prisma/enums.js';
+import { MigrationPolicy, Role } from '../../generated/prisma/enums.js';
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../common/errors.js';
 import { actorOf, userIdOf } from '../common/graphql.js';
 import * as orgs from './service.js';
 
 export const RoleEnum = builder.enumType(Role, { name: 'Role' });
-const MigrationPolicyEnum = builder.enumType('MigrationPolicy', { values: ['AUTOMATIC', 'MANUAL', 'NONE'] as const });
+export const MigrationPolicyEnum = builder.enumType(MigrationPolicy, {
+  name: 'MigrationPolicy',
+  description: "What Convoy does with the organization's services when their worker fails: AUTOMATIC moves them to healthy workers, MANUAL tells the owners and waits for migrateService, NONE leaves them to Swarm",
+});
 
 builder.prismaObject('Organization', {
   fields: (t) => ({
@@ -141,6 +144,20 @@ builder.mutationField('acceptInvitation', (t) =>
     resolve: async (query, _root, args, ctx) => {
       const membership = await orgs.acceptInvitation(ctx.app, userIdOf(ctx), args.token, ctx.requestId);
       return ctx.app.db.membership.findUniqueOrThrow({ ...query, where: { id: membership.id } });
+    },
+  }),
+);
+
+builder.mutationField('setMigrationPolicy', (t) =>
+  t.prismaField({
+    type: 'Organization',
+    description: "Sets what Convoy does with the current organization's services when their worker fails (owners and admins)",
+    authScopes: { member: true },
+    errors: { types: [ForbiddenError, ValidationError], directResult: true, union: { name: 'SetMigrationPolicyResult' } },
+    args: { policy: t.arg({ type: MigrationPolicyEnum, required: true }) },
+    resolve: async (query, _root, args, ctx) => {
+      const org = await orgs.setMigrationPolicy(ctx.app, actorOf(ctx), args.policy);
+      return ctx.app.db.organization.findUniqueOrThrow({ ...query, where: { id: org.id } });
     },
   }),
 );

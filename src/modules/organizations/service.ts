@@ -5,7 +5,7 @@ import { parseInput } from '../common/parse.js';
 import { ConflictError, ForbiddenError, NotFoundError } from '../common/errors.js';
 import { recordAudit } from '../audit/audit.js';
 import { generateToken, hashToken } from '../../platform/crypto/tokens.js';
-import { Role } from '../../generated/prisma/enums.js';
+import { MigrationPolicy, Role } from '../../generated/prisma/enums.js';
 import { hasRole, type Actor } from '../auth/caller.js';
 import { createOrganizationFor } from '../auth/service.js';
 
@@ -113,4 +113,18 @@ export async function removeMember(deps: OrgDeps, actor: Actor, userId: string) 
   await deps.db.membership.delete({ where: { id: membership.id } });
   await recordAudit(deps.db, actor, 'member.remove', 'Membership', membership.id, { userId });
   return membership;
+}
+
+const migrationPolicy = z.enum([MigrationPolicy.AUTOMATIC, MigrationPolicy.MANUAL, MigrationPolicy.NONE]);
+
+/** What Convoy does with the organization's services when their worker fails; owners and admins decide. */
+export async function setMigrationPolicy(deps: OrgDeps, actor: Actor, policy: unknown) {
+  const parsed = parseInput(migrationPolicy, policy);
+  if (!hasRole(actor, Role.ADMIN)) throw new ForbiddenError('Only owners and admins can change the migration policy');
+  return deps.db.$transaction(async (tx) => {
+    const current = await tx.organization.findUniqueOrThrow({ where: { id: actor.organizationId }, select: { migrationPolicy: true } });
+    const org = await tx.organization.update({ where: { id: actor.organizationId }, data: { migrationPolicy: parsed } });
+    await recordAudit(tx, actor, 'organization.set_migration_policy', 'Organization', org.id, { from: current.migrationPolicy, to: parsed });
+    return org;
+  });
 }

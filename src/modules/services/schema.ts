@@ -13,7 +13,7 @@ const SourceTypeEnum = builder.enumType(SourceType, { name: 'SourceType' });
 const ProtocolEnum = builder.enumType('Protocol', { values: ['TCP', 'UDP'] as const });
 const PublishModeEnum = builder.enumType('PublishMode', { values: ['INGRESS', 'HOST'] as const, description: 'INGRESS uses the routing mesh; HOST binds the port on the node running the task' });
 const HealthCheckTypeEnum = builder.enumType('HealthCheckType', { values: ['HTTP', 'CMD'] as const });
-const ServiceEventKindEnum = builder.enumType('ServiceEventKind', { values: ['CREATED', 'UPDATED', 'DELETED', 'STATUS_CHANGED'] as const });
+const ServiceEventKindEnum = builder.enumType('ServiceEventKind', { values: ['CREATED', 'UPDATED', 'DELETED', 'STATUS_CHANGED', 'MIGRATION'] as const });
 
 const EnvVar = builder.simpleObject('EnvVar', { fields: (t) => ({ name: t.string(), value: t.string() }) });
 const Port = builder.objectRef<PortSpec>('Port').implement({

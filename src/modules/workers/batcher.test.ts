@@ -42,6 +42,27 @@ describe('InFlightBatcher', () => {
     expect(runs).toEqual([[1], [2], [3, 4, 5]]);
   });
 
+  it('starts runs at least lingerMs apart, and an item at once after a quiet spell', async () => {
+    const runs: number[][] = [];
+    const batcher = new InFlightBatcher<number, number>(async (items) => {
+      runs.push(items);
+      await new Promise((r) => setTimeout(r, 50));
+      return items;
+    }, { concurrency: 2, lingerMs: 20 });
+    const first = batcher.run(1);
+    const second = batcher.run(2);
+    // Still inside the second run's linger: it takes these too.
+    await new Promise((r) => setTimeout(r, 5));
+    const more = [3, 4].map((n) => batcher.run(n));
+    await Promise.all([first, second, ...more]);
+    expect(runs).toEqual([[1], [2, 3, 4]]);
+    // Idle again: the next item runs at once, not after a timer.
+    const fifth = batcher.run(5);
+    await new Promise((r) => setImmediate(r));
+    expect(runs.at(-1)).toEqual([5]);
+    await fifth;
+  });
+
   it('rejects every item of a failed run and keeps going', async () => {
     let calls = 0;
     const batcher = new InFlightBatcher<number, number>(async (items) => {

@@ -8,7 +8,8 @@ import { announceStatusChanges, type StatusChange } from './notify.js';
 
 export type WorkerHealthDeps = { db: Db; bus: ConvoyBus; config: Pick<Config, 'workers'> };
 
-export type SweepReport = { unhealthy: string[]; offline: string[] };
+/** `failed`: the workers that just left ONLINE (for UNHEALTHY or straight for OFFLINE), whose services need failover. */
+export type SweepReport = { unhealthy: string[]; offline: string[]; failed: string[] };
 
 const SUMMARY = { id: true, hostname: true, status: true, lastMetrics: true } as const;
 
@@ -32,5 +33,9 @@ export async function sweepWorkerHealth(deps: WorkerHealthDeps, now: Date = new 
     ...unhealthy.map((worker) => ({ worker, previousStatus: WorkerStatus.ONLINE, reason: silence(unhealthySeconds) })),
   ];
   await announceStatusChanges(deps, changes);
-  return { unhealthy: unhealthy.map((w) => w.id), offline: [...offlineFromUnhealthy, ...offlineFromOnline].map((w) => w.id) };
+  return {
+    unhealthy: unhealthy.map((w) => w.id),
+    offline: [...offlineFromUnhealthy, ...offlineFromOnline].map((w) => w.id),
+    failed: [...offlineFromOnline, ...unhealthy].map((w) => w.id),
+  };
 }

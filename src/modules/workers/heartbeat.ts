@@ -21,6 +21,9 @@ const LIVE_SERVICE_CACHE_MS = 30_000;
 const LIVE_SERVICE_CACHE_MAX = 100_000;
 const MAX_BATCH = 500;
 const WRITER_CONCURRENCY = 2;
+// Under load a batch waits this long for more heartbeats: measured, most of a small batch's cost is its
+// statement and script round trips, so thousands a second need batches of tens, not of one or two.
+const WRITER_LINGER_MS = 5;
 
 /**
  * Which reported service ids belong to services that exist and are not deleted. Answers are cached for
@@ -63,14 +66,14 @@ class LiveServiceCache {
 
 type HeartbeatRow = Worker & { previousStatus: WorkerStatus; previousMetrics: Worker['lastMetrics'] };
 
-type Heartbeat = HeartbeatSample & { snapshot: MetricsSnapshot };
+type Heartbeat = HeartbeatSample & { snapshot: MetricsSnapshot; agentSession: string | null };
 
 /**
  * Writes a batch of heartbeats, at most one per worker, with one UPDATE, one Redis script call and one
  * publish. A worker removed meanwhile gets null.
  */
 async function writeBatch(deps: HeartbeatDeps, heartbeats: Heartbeat[]): Promise<(HeartbeatRow | null)[]> {
-  const values = heartbeats.map((h) => ({ id: h.workerId, at: h.snapshot.at, metrics: h.snapshot }));
+  const values = heartbeats.map((h) => ({ id: h.workerId, at: h.snapshot.at, metrics: h.snapshot, session: h.agentSession }));
   const store = { redis: deps.redis, prefix: deps.config.redisPrefix, ttlSeconds: deps.config.workers.metricsTtlSeconds };
   // Metrics go to Redis while PostgreSQL works. The UPDATE returns each worker's status before it, so a
   // worker coming back is noticed without a transaction; rows are locked in id order, so concurrent
@@ -78,9 +81,9 @@ async function writeBatch(deps: HeartbeatDeps, heartbeats: Heartbeat[]): Promise
   const [rows] = await Promise.all([
     deps.db.$queryRaw<HeartbeatRow[]>`
       UPDATE "Worker" AS w
-      SET "lastHeartbeatAt" = v."at", "lastMetrics" = v."metrics", "updatedAt" = v."at",
+      SET "lastHeartbeatAt" = v."at", "lastMetrics" = v."metrics", "updatedAt" = v."at", "agentSession" = COALESCE(v."session", w."agentSession"),
           "status" = CASE WHEN previous."status" IN ('UNHEALTHY', 'OFFLINE') THEN 'ONLINE'::"WorkerStatus" ELSE previous."status" END
-      FROM jsonb_to_recordset(${JSON.stringify(values)}::jsonb) AS v("id" text, "at" timestamp(3), "metrics" jsonb),
+      FROM jsonb_to_recordset(${JSON.stringify(values)}::jsonb) AS v("id" text, "at" timestamp(3), "metrics" jsonb, "session" text),
         (SELECT "id", "status", "lastMetrics" FROM "Worker"
          WHERE "id" = ANY(${values.map((v) => v.id)}::text[]) AND "removedAt" IS NULL ORDER BY "id" FOR UPDATE) AS previous
       WHERE w."id" = previous."id" AND v."id" = w."id"
@@ -115,7 +118,7 @@ function stateFor(deps: HeartbeatDeps): HeartbeatState {
       services: new LiveServiceCache(deps.db),
       // An UPDATE changes a row once: a worker's second heartbeat waits for the next batch. Two batches
       // in flight keep PostgreSQL and Redis busy while the previous answers go out.
-      writer: new InFlightBatcher((heartbeats) => writeBatch(deps, heartbeats), { maxItems: MAX_BATCH, keyOf: (h) => h.workerId, concurrency: WRITER_CONCURRENCY }),
+      writer: new InFlightBatcher((heartbeats) => writeBatch(deps, heartbeats), { maxItems: MAX_BATCH, keyOf: (h) => h.workerId, concurrency: WRITER_CONCURRENCY, lingerMs: WRITER_LINGER_MS }),
     };
     states.set(deps.db, state);
   }
@@ -147,7 +150,7 @@ export async function recordHeartbeat(deps: HeartbeatDeps, workerId: string, inp
   };
   const snapshot: MetricsSnapshot = { at: at.toISOString(), ...node, serviceIds: [...services.keys()] };
 
-  const row = await state.writer.run({ workerId, at, node, services, snapshot });
+  const row = await state.writer.run({ workerId, at, node, services, snapshot, agentSession: parsed.agentSession ?? null });
   // Removed between authentication and now.
   if (!row) throw new UnauthenticatedError('Invalid worker credential');
   const { previousStatus, previousMetrics, ...worker } = row;

@@ -13,6 +13,7 @@ import { apiUrlFor, installCommand } from './install.js';
 import type { ServiceMetricsPoint, WorkerMetricsPoint } from './metrics.js';
 import { RESOURCES, snapshotOf, type MetricsSnapshot, type Resource } from './notify.js';
 import * as workers from './service.js';
+import { forgetWorkerCredentials } from '../auth/worker-credentials.js';
 
 function adminOf(ctx: GraphQLContext): PlatformAdmin {
   return { userId: userIdOf(ctx), requestId: ctx.requestId };
@@ -296,6 +297,7 @@ const WorkerHeartbeatInput = builder.inputType('WorkerHeartbeatInput', {
     diskTotalGb: t.float({ required: true }),
     load1: t.float({ required: true }),
     containers: t.field({ type: [ContainerStatsInput], required: true }),
+    agentSession: t.string({ description: 'Random per agent process: the jobs it claimed are its own while it heartbeats with it' }),
   }),
 });
 
@@ -341,6 +343,8 @@ builder.mutationField('removeWorker', (t) =>
     args: { id: t.arg.id({ required: true }), force: t.arg.boolean({ defaultValue: false }) },
     resolve: async (query, _root, args, ctx) => {
       const worker = await workers.removeWorker(ctx.app, adminOf(ctx), String(args.id), args.force ?? false);
+      // Its credentials were revoked: drop them from every API process's credential cache.
+      await forgetWorkerCredentials(ctx.app, worker.id);
       return ctx.app.db.worker.findUniqueOrThrow({ ...query, where: { id: worker.id } });
     },
   }),

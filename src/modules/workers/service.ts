@@ -15,6 +15,7 @@ import { recordAudit } from '../audit/audit.js';
 import { WORKER_TOKEN_PREFIX } from '../auth/service.js';
 import type { Actor } from '../auth/caller.js';
 import { getService } from '../services/service.js';
+import { SERVICE_ID_LABEL } from '../deployments/spec.js';
 import type { PlatformAdmin } from './admins.js';
 import { InvalidJoinTokenError } from './errors.js';
 import { announceStatusChanges, publishWorkerEvent, snapshotOf } from './notify.js';
@@ -196,7 +197,9 @@ export async function drainWorker(deps: WorkerDeps, admin: PlatformAdmin, id: st
  */
 export async function removeWorker(deps: WorkerDeps, admin: PlatformAdmin, id: string, force: boolean): Promise<Worker> {
   const worker = await getLiveWorker(deps.db, id);
-  const containers = snapshotOf(worker.lastMetrics)?.containerCount ?? 0;
+  // What the agent last reported, or what Swarm still means to run there: a heartbeat can leave out
+  // containers whose stats were slow, and an agent that died reports nothing.
+  const containers = Math.max(snapshotOf(worker.lastMetrics)?.containerCount ?? 0, worker.swarmNodeId ? await convoyTasksOnNode(deps, worker.swarmNodeId) : 0);
   if (containers > 0 && !force) {
     throw new ConflictError(`${worker.hostname} still runs ${containers} Convoy container${containers === 1 ? '' : 's'}: drain it first, or remove it with force`);
   }
@@ -219,6 +222,17 @@ export async function removeWorker(deps: WorkerDeps, admin: PlatformAdmin, id: s
   });
   await publishWorkerEvent(deps.bus, { kind: 'REMOVED', workerId: removed.id, hostname: removed.hostname, status: removed.status, previousStatus: null, resources: [], reason: force ? 'removed by an admin (forced)' : 'removed by an admin', at: now.toISOString() });
   return removed;
+}
+
+/** Convoy tasks Swarm means to run on the node; none when the node left the swarm. */
+async function convoyTasksOnNode(deps: Pick<WorkerDeps, 'orchestrator'>, nodeId: string): Promise<number> {
+  try {
+    const tasks = await deps.orchestrator.listNodeTasks(nodeId);
+    return tasks.filter((t) => t.desiredState === 'running' && t.containerLabels[SERVICE_ID_LABEL]).length;
+  } catch (error) {
+    if (error instanceof OrchestratorError && error.code === 'NOT_FOUND') return 0;
+    throw error;
+  }
 }
 
 // ---------------------------------------------------------------- metrics

@@ -11,6 +11,8 @@ export const LABEL_VALUE = /^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$/;
 export const SWARM_NODE_ID = /^[a-z0-9]{1,64}$/;
 export const AGENT_VERSION = /^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$/;
 export const CONTAINER_ID = /^[a-f0-9]{12,64}$/;
+/** Random per agent process (jobs it claims are tied to it). */
+export const AGENT_SESSION = /^[A-Za-z0-9_-]{8,64}$/;
 const RESOURCE_ID = /^[A-Za-z0-9_-]{1,64}$/;
 
 export const WORKER_LIMITS = {
@@ -80,6 +82,7 @@ export const heartbeatInput = z.object({
   diskTotalGb: z.number().gt(0, 'must be positive').max(1e7),
   load1: nonNegative(1e6),
   containers: z.array(containerStatsInput).max(WORKER_LIMITS.containers, `must have at most ${WORKER_LIMITS.containers} containers`),
+  agentSession: z.string().regex(AGENT_SESSION, 'must be the agent session id it generated').nullish(),
 });
 
 export type HeartbeatInput = z.output<typeof heartbeatInput>;

@@ -2,7 +2,10 @@
 import type Docker from 'dockerode';
 import {
   DEPLOYMENT_LABEL,
+  EXCLUDED_NODES_LABEL,
+  excludedNodesOf,
   type HealthCheck,
+  type NodeTaskInfo,
   type ServiceInfo,
   type ServiceResources,
   type SwarmServiceSpec,
@@ -165,4 +168,23 @@ export function toObservedTask(raw: DockerTask): ObservedTask {
 export function toTaskInfo(raw: DockerTask): TaskInfo {
   const { forceUpdate: _forceUpdate, ...task } = toObservedTask(raw);
   return task;
+}
+
+export function toNodeTaskInfo(raw: DockerTask): NodeTaskInfo {
+  return { ...toTaskInfo(raw), serviceId: raw.ServiceID, containerLabels: raw.Spec?.ContainerSpec?.Labels ?? {} };
+}
+
+/** The spec with the given `node.id!=` exclusions in place of the previous ones; other constraints stay. */
+export function withExcludedNodes(spec: Docker.ServiceSpec, nodeIds: string[]): Docker.ServiceSpec {
+  const taskTemplate = (spec.TaskTemplate ?? {}) as Docker.ContainerTaskSpec;
+  const previous = new Set(excludedNodesOf({ labels: spec.Labels ?? {} }).map((id) => `node.id!=${id}`));
+  const constraints = (taskTemplate.Placement?.Constraints ?? []).filter((c) => !previous.has(c.replace(/\s+/g, '')));
+  const labels = { ...(spec.Labels ?? {}) };
+  delete labels[EXCLUDED_NODES_LABEL];
+  if (nodeIds.length) labels[EXCLUDED_NODES_LABEL] = nodeIds.join(',');
+  return {
+    ...spec,
+    Labels: labels,
+    TaskTemplate: { ...taskTemplate, Placement: { ...taskTemplate.Placement, Constraints: [...constraints, ...nodeIds.map((id) => `node.id!=${id}`)] } },
+  };
 }

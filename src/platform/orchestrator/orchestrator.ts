@@ -4,6 +4,16 @@
 /** Container label that ties every task to the Convoy deployment that produced it. */
 export const DEPLOYMENT_LABEL = 'convoy.deployment-id';
 
+/**
+ * Service label listing (comma-separated) the nodes `setExcludedNodes` keeps the service off, so those
+ * placement constraints are told apart from any others. A deploy applies a fresh spec without it.
+ */
+export const EXCLUDED_NODES_LABEL = 'convoy.excluded-nodes';
+
+export function excludedNodesOf(service: Pick<ServiceInfo, 'labels'>): string[] {
+  return (service.labels[EXCLUDED_NODES_LABEL] ?? '').split(',').filter(Boolean);
+}
+
 export type PortProtocol = 'tcp' | 'udp';
 /** `ingress` needs the routing mesh (IPVS); `host` binds the port on the node that runs the task. */
 export type PublishMode = 'ingress' | 'host';
@@ -138,6 +148,9 @@ export type TaskInfo = {
   createdAt: Date;
 };
 
+/** A task as listed by node: which service it belongs to, and its container labels. */
+export type NodeTaskInfo = TaskInfo & { serviceId: string; containerLabels: Record<string, string> };
+
 export type RolloutOutcome = 'healthy' | 'rolled_back' | 'failed' | 'timeout';
 
 export type RolloutResult = { outcome: RolloutOutcome; reason: string };
@@ -216,10 +229,19 @@ export interface Orchestrator {
   rollbackService(id: string): Promise<void>;
   removeService(id: string): Promise<void>;
   findServiceByName(name: string): Promise<ServiceInfo | null>;
-  findServicesByLabel(label: string, value: string): Promise<ServiceInfo[]>;
+  /** Without a value: every service that carries the label. */
+  findServicesByLabel(label: string, value?: string): Promise<ServiceInfo[]>;
   inspectService(id: string): Promise<ServiceInfo>;
 
   listTasks(serviceId: string): Promise<TaskInfo[]>;
+  /** Every task Swarm assigned to the node, of any service (its history included). */
+  listNodeTasks(nodeId: string): Promise<NodeTaskInfo[]>;
+  /**
+   * Keeps the service's tasks off exactly these nodes (`node.id!=` placement constraints, recorded in
+   * EXCLUDED_NODES_LABEL). Swarm replaces only the tasks on newly excluded nodes, following the
+   * service's update policy; lifting an exclusion moves nothing back.
+   */
+  setExcludedNodes(serviceId: string, nodeIds: string[]): Promise<void>;
   /**
    * Polls until the deployment is healthy (Swarm's update is over and exactly desiredReplicas tasks of this
    * deployment run, nothing else does), rolled back or failed, or the deadline passes. Rejects with an

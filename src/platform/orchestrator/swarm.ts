@@ -5,7 +5,9 @@ import Docker from 'dockerode';
 import {
   DEPLOYMENT_LABEL,
   OrchestratorError,
+  excludedNodesOf,
   type LogLine,
+  type NodeTaskInfo,
   type NodeAvailability,
   type NodeInfo,
   type Orchestrator,
@@ -24,6 +26,8 @@ import {
   toObservedTask,
   toServiceInfo,
   toTaskInfo,
+  toNodeTaskInfo,
+  withExcludedNodes,
   type DockerTask,
   type ObservedTask,
 } from './docker-spec.js';
@@ -170,10 +174,9 @@ export class SwarmOrchestrator implements Orchestrator {
     return match ? toServiceInfo(match) : null;
   }
 
-  async findServicesByLabel(label: string, value: string): Promise<ServiceInfo[]> {
-    const services = await this.call(`find services with ${label}=${value}`, () =>
-      this.docker.listServices({ filters: { label: [`${label}=${value}`] } }),
-    );
+  async findServicesByLabel(label: string, value?: string): Promise<ServiceInfo[]> {
+    const filter = value === undefined ? label : `${label}=${value}`;
+    const services = await this.call(`find services with ${filter}`, () => this.docker.listServices({ filters: { label: [filter] } }));
     return services.map(toServiceInfo);
   }
 
@@ -183,6 +186,31 @@ export class SwarmOrchestrator implements Orchestrator {
 
   async listTasks(serviceId: string): Promise<TaskInfo[]> {
     return (await this.listRawTasks(serviceId)).map(toTaskInfo);
+  }
+
+  async listNodeTasks(nodeId: string): Promise<NodeTaskInfo[]> {
+    const tasks = await this.call(`list tasks of node ${nodeId}`, () => this.docker.listTasks({ filters: { node: [nodeId] } }) as Promise<DockerTask[]>);
+    return tasks.map(toNodeTaskInfo);
+  }
+
+  async setExcludedNodes(serviceId: string, nodeIds: string[]): Promise<void> {
+    const wanted = [...new Set(nodeIds)].sort();
+    // Another update (a deploy, a scale) may land between our read and our write: read again and retry.
+    for (let attempt = 1; ; attempt++) {
+      const current = await this.inspectRaw(serviceId);
+      const service = toServiceInfo(current);
+      if (excludedNodesOf(service).sort().join(',') === wanted.join(',')) return;
+      try {
+        // The spec as it is, ForceUpdate included: only the placement changes, so Swarm replaces just
+        // the tasks on excluded nodes.
+        await this.call(`exclude nodes from service ${service.name}`, () =>
+          this.docker.getService(serviceId).update({ _query: { version: current.Version?.Index }, _body: withExcludedNodes(current.Spec ?? {}, wanted) }),
+        );
+        return;
+      } catch (error) {
+        if (!isCode(error, 'CONFLICT') || attempt >= 5) throw error;
+      }
+    }
   }
 
   async waitForRollout(serviceId: string, options: WaitForRolloutOptions): Promise<RolloutResult> {

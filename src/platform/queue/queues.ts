@@ -2,7 +2,7 @@
 import { Queue, Worker, type Processor, type WorkerOptions } from 'bullmq';
 import { createRedis } from '../redis/connection.js';
 
-export const QUEUES = { deployments: 'deployments', builds: 'builds', maintenance: 'maintenance', workerHealth: 'worker-health' } as const;
+export const QUEUES = { deployments: 'deployments', builds: 'builds', maintenance: 'maintenance', workerHealth: 'worker-health', workerFailover: 'worker-failover' } as const;
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
 
 export type QueueConnection = { redisUrl: string; prefix: string; onError: (error: Error) => void };

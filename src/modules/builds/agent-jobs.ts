@@ -1,0 +1,201 @@
+// Builds on worker agents. The controller turns a build into a WorkerJob and offers it (workerJobs
+// subscription); an agent claims it (claimJob), streams its log (appendJobLogs) and reports the
+// outcome (completeJob). A claim belongs to one agent process (worker + agentSession) and lasts while
+// that process heartbeats: when it goes silent, restarts (new session) or its worker leaves ONLINE,
+// the job goes back to the queue with the next attempt number, and only the current attempt may
+// report on it, so a stale agent cannot overwrite its successor's work.
+import type { Db } from '../../platform/db/client.js';
+import type { Prisma, WorkerJob } from '../../generated/prisma/client.js';
+import { WorkerJobKind, WorkerJobStatus, WorkerStatus } from '../../generated/prisma/enums.js';
+import type { ConvoyBus, WorkerJobEvent } from '../../events.js';
+import type { Config } from '../../config.js';
+import type { Redis } from '../../platform/redis/connection.js';
+import type { Logger } from '../../platform/logging/logger.js';
+import { decrypt } from '../../platform/crypto/aead.js';
+import { deriveKey } from '../../platform/crypto/tokens.js';
+import { ConflictError, NotFoundError } from '../common/errors.js';
+import type { BuildOutcome, BuildSpec } from './execute.js';
+import { appendBuildLog, watchCancellation } from './runner.js';
+import { redactor } from './execute.js';
+
+export type AgentJobDeps = { db: Db; bus: ConvoyBus; config: Config; redis: Redis; log: Logger };
+
+const POLL_MS = 500;
+const MAX_LOG_LINES_PER_CALL = 1000;
+const MAX_LOG_LINE = 8192;
+
+const FINISHED = [WorkerJobStatus.SUCCEEDED, WorkerJobStatus.FAILED, WorkerJobStatus.CANCELLED] as WorkerJobStatus[];
+
+async function publishJob(deps: Pick<AgentJobDeps, 'bus'>, event: Omit<WorkerJobEvent, 'at'>) {
+  await deps.bus.publish('workerJobs', 'all', { ...event, at: new Date().toISOString() });
+}
+
+// ---------------------------------------------------------------- controller side
+
+/**
+ * Offers the build to agents and waits for its outcome. Resumable: a controller that takes over the
+ * build after a crash finds the job (one per build) and goes on waiting.
+ */
+export async function runOnAgent(deps: AgentJobDeps, spec: BuildSpec): Promise<BuildOutcome> {
+  const payload = spec as unknown as Prisma.InputJsonValue;
+  const job = await deps.db.workerJob.upsert({ where: { buildId: spec.buildId }, create: { kind: WorkerJobKind.BUILD, buildId: spec.buildId, payload }, update: {} });
+  if (job.status === WorkerJobStatus.QUEUED) {
+    await appendBuildLog(deps, spec.buildId, ['waiting for a worker agent to take the build']);
+    await publishJob(deps, { action: 'OFFER', jobId: job.id, kind: job.kind, workerId: null });
+  }
+  let cancelRequested = false;
+  const stopWatching = watchCancellation(deps, spec.buildId, () => (cancelRequested = true));
+  const claimDeadline = Date.now() + deps.config.build.jobClaimTimeoutSeconds * 1000;
+  try {
+    for (;;) {
+      const current = await deps.db.workerJob.findUniqueOrThrow({ where: { id: job.id }, include: { worker: true } });
+      if (FINISHED.includes(current.status)) return outcomeOf(current);
+      if (cancelRequested && !current.cancelRequestedAt) {
+        if (await cancelJob(deps, current)) return { status: 'CANCELLED', error: 'cancelled before an agent took it' };
+      }
+      if (current.status === WorkerJobStatus.CLAIMED && claimLost(deps.config, current)) await releaseJob(deps, current);
+      if (current.status === WorkerJobStatus.QUEUED && Date.now() > claimDeadline) {
+        const failed = await finishJob(deps.db, current.id, current.attempt, WorkerJobStatus.FAILED, null, `no worker agent took the build within ${deps.config.build.jobClaimTimeoutSeconds} s`, WorkerJobStatus.QUEUED);
+        if (failed) return outcomeOf(failed);
+      }
+      // A claimed job that was asked to stop and whose agent vanished ends here.
+      if (current.cancelRequestedAt && current.status === WorkerJobStatus.QUEUED) {
+        const cancelled = await finishJob(deps.db, current.id, current.attempt, WorkerJobStatus.CANCELLED, null, 'cancelled', WorkerJobStatus.QUEUED);
+        if (cancelled) return outcomeOf(cancelled);
+      }
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
+  } finally {
+    stopWatching();
+  }
+}
+
+function outcomeOf(job: WorkerJob): BuildOutcome {
+  const result = (job.result ?? {}) as BuildOutcome;
+  const status = job.status === WorkerJobStatus.SUCCEEDED ? 'SUCCEEDED' : job.status === WorkerJobStatus.CANCELLED ? 'CANCELLED' : 'FAILED';
+  return { ...result, status, error: job.error ?? result.error };
+}
+
+/** The claiming process stopped heartbeating, restarted, or its worker is no longer ONLINE. */
+function claimLost(config: Config, job: WorkerJob & { worker: { status: WorkerStatus; lastHeartbeatAt: Date | null; agentSession: string | null; removedAt: Date | null } | null }): boolean {
+  const worker = job.worker;
+  if (!worker || worker.removedAt || worker.status !== WorkerStatus.ONLINE) return true;
+  if (worker.agentSession && job.agentSession && worker.agentSession !== job.agentSession) return true;
+  const silentMs = Date.now() - (worker.lastHeartbeatAt?.getTime() ?? 0);
+  return silentMs > config.build.jobLeaseSeconds * 1000;
+}
+
+async function releaseJob(deps: AgentJobDeps, job: WorkerJob & { worker: { hostname: string } | null }) {
+  const retry = job.attempt < job.maxAttempts;
+  const moved = await deps.db.workerJob.updateMany({
+    where: { id: job.id, status: WorkerJobStatus.CLAIMED, attempt: job.attempt },
+    data: retry
+      ? { status: WorkerJobStatus.QUEUED, workerId: null, agentSession: null, claimedAt: null }
+      : { status: WorkerJobStatus.FAILED, finishedAt: new Date(), error: `the agent running it was lost ${job.attempt} times` },
+  });
+  if (!moved.count || !job.buildId) return;
+  const who = job.worker?.hostname ?? 'its worker';
+  await appendBuildLog(deps, job.buildId, [retry ? `the agent on ${who} stopped answering: retrying the build (attempt ${job.attempt + 1} of ${job.maxAttempts})` : `the agent on ${who} stopped answering: giving up after ${job.attempt} attempts`]);
+  deps.log.warn({ jobId: job.id, workerId: job.workerId, attempt: job.attempt, retry }, 'worker job lost its agent');
+  if (retry) await publishJob(deps, { action: 'OFFER', jobId: job.id, kind: job.kind, workerId: null });
+}
+
+/** True when the job ended here (nobody had it); otherwise the agent running it is told to stop. */
+async function cancelJob(deps: AgentJobDeps, job: WorkerJob): Promise<boolean> {
+  const now = new Date();
+  const unclaimed = await deps.db.workerJob.updateMany({ where: { id: job.id, status: WorkerJobStatus.QUEUED }, data: { status: WorkerJobStatus.CANCELLED, cancelRequestedAt: now, finishedAt: now, error: 'cancelled' } });
+  if (unclaimed.count) return true;
+  await deps.db.workerJob.updateMany({ where: { id: job.id, cancelRequestedAt: null }, data: { cancelRequestedAt: now } });
+  await publishJob(deps, { action: 'CANCEL', jobId: job.id, kind: job.kind, workerId: job.workerId });
+  return false;
+}
+
+async function finishJob(db: Db, jobId: string, attempt: number, status: WorkerJobStatus, result: Prisma.InputJsonValue | null, error: string | null, from: WorkerJobStatus): Promise<WorkerJob | null> {
+  const [done] = await db.workerJob.updateManyAndReturn({
+    where: { id: jobId, status: from, attempt },
+    data: { status, finishedAt: new Date(), error, ...(result ? { result } : {}) },
+  });
+  return done ?? null;
+}
+
+// ---------------------------------------------------------------- agent side (through the API)
+
+export type AgentCaller = { workerId: string };
+
+export type ClaimedJob = { job: WorkerJob; spec: BuildSpec; gitToken: string | null };
+
+/** A job another worker holds, or one that does not exist, looks the same: NOT_FOUND. */
+async function heldJob(db: Db, caller: AgentCaller, jobId: string, attempt: number): Promise<WorkerJob> {
+  const job = jobId.length <= 64 ? await db.workerJob.findFirst({ where: { id: jobId, workerId: caller.workerId } }) : null;
+  if (!job) throw new NotFoundError('WorkerJob', jobId.slice(0, 64));
+  if (job.status !== WorkerJobStatus.CLAIMED || job.attempt !== attempt) {
+    throw new ConflictError(`This claim on job ${job.id} is no longer current (the job is ${job.status}, attempt ${job.attempt}): stop working on it`);
+  }
+  return job;
+}
+
+export async function claimJob(deps: AgentJobDeps, caller: AgentCaller, jobId: string, agentSession: string): Promise<ClaimedJob> {
+  const worker = await deps.db.worker.findUniqueOrThrow({ where: { id: caller.workerId } });
+  if (worker.status !== WorkerStatus.ONLINE) throw new ConflictError(`Only ONLINE workers take jobs; this one is ${worker.status}`);
+  const [claimed] = jobId.length <= 64
+    ? await deps.db.workerJob.updateManyAndReturn({
+        where: { id: jobId, status: WorkerJobStatus.QUEUED, cancelRequestedAt: null },
+        data: { status: WorkerJobStatus.CLAIMED, workerId: worker.id, agentSession, claimedAt: new Date(), attempt: { increment: 1 } },
+      })
+    : [];
+  if (!claimed) {
+    const exists = jobId.length <= 64 && (await deps.db.workerJob.count({ where: { id: jobId } })) > 0;
+    if (!exists) throw new NotFoundError('WorkerJob', jobId.slice(0, 64));
+    throw new ConflictError('Another agent took this job, or it ended');
+  }
+  // The session the heartbeats will carry; an agent that claims before its first heartbeat sets it here.
+  await deps.db.worker.updateMany({ where: { id: worker.id, agentSession: null }, data: { agentSession } });
+  let gitToken: string | null = null;
+  if (claimed.buildId) {
+    const build = await deps.db.build.update({ where: { id: claimed.buildId }, data: { workerId: worker.id }, include: { service: { select: { gitTokenEnc: true } } } });
+    gitToken = build.service.gitTokenEnc ? decrypt(deriveKey(deps.config.secretKey, 'git-token'), build.service.gitTokenEnc) : null;
+    await appendBuildLog(deps, claimed.buildId, [`worker ${worker.hostname} took the build (attempt ${claimed.attempt})`]);
+  }
+  return { job: claimed, spec: claimed.payload as unknown as BuildSpec, gitToken };
+}
+
+export async function appendJobLogs(deps: AgentJobDeps, caller: AgentCaller, jobId: string, attempt: number, lines: string[]): Promise<number> {
+  const job = await heldJob(deps.db, caller, jobId, attempt);
+  if (!job.buildId || lines.length === 0) return 0;
+  const kept = lines.slice(0, MAX_LOG_LINES_PER_CALL).map((line) => line.slice(0, MAX_LOG_LINE));
+  // The agent redacts the token already; the API does it again rather than trust it.
+  const build = await deps.db.build.findUnique({ where: { id: job.buildId }, select: { service: { select: { gitTokenEnc: true } } } });
+  const token = build?.service.gitTokenEnc ? decrypt(deriveKey(deps.config.secretKey, 'git-token'), build.service.gitTokenEnc) : null;
+  const redact = redactor([token]);
+  await appendBuildLog(deps, job.buildId, kept.map(redact));
+  return kept.length;
+}
+
+export async function completeJob(deps: AgentJobDeps, caller: AgentCaller, jobId: string, attempt: number, outcome: BuildOutcome): Promise<WorkerJob> {
+  await heldJob(deps.db, caller, jobId, attempt);
+  const status = outcome.status === 'SUCCEEDED' ? WorkerJobStatus.SUCCEEDED : outcome.status === 'CANCELLED' ? WorkerJobStatus.CANCELLED : WorkerJobStatus.FAILED;
+  const done = await finishJob(deps.db, jobId, attempt, status, outcome as unknown as Prisma.InputJsonValue, outcome.error ?? null, WorkerJobStatus.CLAIMED);
+  if (!done) throw new ConflictError('This claim on the job is no longer current: stop working on it');
+  return done;
+}
+
+/** Jobs waiting for an agent (what a newly connected agent should look at first). */
+export async function queuedJobs(db: Db): Promise<WorkerJob[]> {
+  return db.workerJob.findMany({ where: { status: WorkerJobStatus.QUEUED, cancelRequestedAt: null }, orderBy: { createdAt: 'asc' }, take: 100 });
+}
+
+/** Offers (to every agent) and cancellations (to the agent holding the job), queued ones first. */
+export async function followWorkerJobs(deps: Pick<AgentJobDeps, 'db' | 'bus'>, caller: AgentCaller): Promise<AsyncGenerator<WorkerJobEvent>> {
+  const live = await deps.bus.subscribe('workerJobs', 'all');
+  return (async function* () {
+    try {
+      for (const job of await queuedJobs(deps.db)) yield { action: 'OFFER', jobId: job.id, kind: job.kind, workerId: null, at: job.createdAt.toISOString() };
+      for await (const event of live) {
+        if (event.action === 'CANCEL' && event.workerId !== caller.workerId) continue;
+        yield event;
+      }
+    } finally {
+      await live.return?.();
+    }
+  })();
+}

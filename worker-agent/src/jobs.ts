@@ -1,0 +1,204 @@
+// Build jobs on this node: listen to workerJobs, claim an offer when idle, build with the builder
+// library against the local Docker engine, stream the log (appendJobLogs, batched) and report the
+// outcome (completeJob). All through GraphQL with the worker's credential.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type Docker from 'dockerode';
+import { createClient, type Client } from 'graphql-ws';
+import WebSocket from 'ws';
+import type { Logger } from '../../src/platform/logging/logger.js';
+import type { Builder } from '../../src/platform/builder/index.js';
+import { executeBuild, redactor, type BuildOutcome, type BuildSpec } from '../../src/modules/builds/execute.js';
+import { GraphQLRequestError, type GraphQLClient } from './graphql-client.js';
+
+const LOG_FLUSH_MS = 300;
+const LOG_BATCH_MAX = 500;
+const COMPLETE_ATTEMPTS = 5;
+
+const WORKER_JOBS = /* GraphQL */ `subscription { workerJobs { action jobId kind } }`;
+const CLAIM_JOB = /* GraphQL */ `
+  mutation ClaimJob($jobId: ID!, $agentSession: String!) {
+    claimJob(jobId: $jobId, agentSession: $agentSession) { job { id attempt kind } spec gitToken }
+  }
+`;
+const APPEND_JOB_LOGS = /* GraphQL */ `mutation AppendJobLogs($jobId: ID!, $attempt: Int!, $lines: [String!]!) { appendJobLogs(jobId: $jobId, attempt: $attempt, lines: $lines) }`;
+const COMPLETE_JOB = /* GraphQL */ `
+  mutation CompleteJob($jobId: ID!, $attempt: Int!, $outcome: BuildOutcomeInput!) { completeJob(jobId: $jobId, attempt: $attempt, outcome: $outcome) { id status } }
+`;
+
+type JobEvent = { action: 'OFFER' | 'CANCEL'; jobId: string; kind: string };
+type Claimed = { job: { id: string; attempt: number; kind: string }; spec: BuildSpec; gitToken: string | null };
+
+export type JobRunnerOptions = {
+  apiUrl: string;
+  credential: string;
+  /** This process's session id, also sent with every heartbeat. */
+  session: string;
+  client: GraphQLClient;
+  builder: Builder;
+  docker: Docker;
+  log: Logger;
+};
+
+export class JobRunner {
+  private ws: Client | null = null;
+  private running: { jobId: string; abort: AbortController } | null = null;
+  private stopped = false;
+  private unsubscribe: (() => void) | null = null;
+
+  constructor(private readonly options: JobRunnerOptions) {}
+
+  start(): void {
+    const url = new URL(this.options.client.url);
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    this.ws = createClient({
+      url: url.toString(),
+      webSocketImpl: WebSocket,
+      connectionParams: { authorization: `Bearer ${this.options.credential}` },
+      // The API restarting must not end job offers for good.
+      retryAttempts: Infinity,
+      shouldRetry: () => !this.stopped,
+      lazy: false,
+    });
+    this.listen();
+  }
+
+  /** Stops listening and abandons a running build: the API gives it to another agent when this one's heartbeats stop. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.unsubscribe?.();
+    this.running?.abort.abort();
+    await this.ws?.dispose();
+  }
+
+  /** (Re)subscribes; the subscription starts with the jobs queued now, so jobs offered while busy are not missed. */
+  private listen() {
+    if (this.stopped || !this.ws) return;
+    this.unsubscribe?.();
+    this.unsubscribe = this.ws.subscribe<{ workerJobs: JobEvent }>(
+      { query: WORKER_JOBS },
+      {
+        next: (message) => {
+          const event = message.data?.workerJobs;
+          if (event) this.onEvent(event);
+        },
+        error: (error) => {
+          this.options.log.warn({ err: error }, 'job offers subscription failed; subscribing again');
+          setTimeout(() => this.listen(), 1000).unref();
+        },
+        complete: () => {},
+      },
+    );
+  }
+
+  private onEvent(event: JobEvent) {
+    if (event.action === 'CANCEL') {
+      if (this.running?.jobId === event.jobId) {
+        this.options.log.info({ jobId: event.jobId }, 'job cancelled by the API');
+        this.running.abort.abort();
+      }
+      return;
+    }
+    if (this.running || this.stopped || event.kind !== 'BUILD') return;
+    const abort = new AbortController();
+    this.running = { jobId: event.jobId, abort };
+    void this.claimAndRun(event.jobId, abort).finally(() => {
+      this.running = null;
+      this.listen();
+    });
+  }
+
+  private async claimAndRun(jobId: string, abort: AbortController): Promise<void> {
+    const { client, session, log } = this.options;
+    let claimed: Claimed;
+    try {
+      claimed = (await client.request<{ claimJob: Claimed }>(CLAIM_JOB, { jobId, agentSession: session })).claimJob;
+    } catch (error) {
+      // Another agent was first, or the job ended: nothing to do.
+      if (error instanceof GraphQLRequestError && (error.code === 'CONFLICT' || error.code === 'NOT_FOUND')) return;
+      log.warn({ err: error, jobId }, 'claiming a job failed');
+      return;
+    }
+    const { job, spec, gitToken } = claimed;
+    log.info({ jobId: job.id, attempt: job.attempt, buildId: spec.buildId }, 'running a build job');
+    const logs = new JobLog(client, job.id, job.attempt, redactor([gitToken]), () => abort.abort(), log);
+    const workDir = await mkdtemp(join(tmpdir(), 'convoy-agent-build-'));
+    let outcome: BuildOutcome;
+    try {
+      outcome = await executeBuild(this.options, spec, { workDir, token: gitToken, onLog: (line) => logs.line(line), signal: abort.signal });
+    } finally {
+      await logs.close();
+      await rm(workDir, { recursive: true, force: true }).catch(() => {});
+    }
+    if (this.stopped || logs.lost) {
+      log.info({ jobId: job.id }, logs.lost ? 'the job was taken from this agent; not reporting it' : 'stopping: the job is left for another agent');
+      return;
+    }
+    await this.complete(job.id, job.attempt, outcome);
+    log.info({ jobId: job.id, status: outcome.status }, 'build job finished');
+  }
+
+  private async complete(jobId: string, attempt: number, outcome: BuildOutcome) {
+    const clean = Object.fromEntries(Object.entries(outcome).filter(([, v]) => v !== undefined && v !== null));
+    for (let i = 1; ; i++) {
+      try {
+        await this.options.client.request(COMPLETE_JOB, { jobId, attempt, outcome: clean });
+        return;
+      } catch (error) {
+        if (error instanceof GraphQLRequestError && error.status < 500 && error.code !== 'INTERNAL_SERVER_ERROR') {
+          this.options.log.warn({ err: error, jobId }, 'the API refused the job outcome');
+          return;
+        }
+        if (i >= COMPLETE_ATTEMPTS || this.stopped) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 500 * i));
+      }
+    }
+  }
+}
+
+/** Batches log lines into appendJobLogs calls, in order; a refusal means the claim is gone. */
+class JobLog {
+  private pending: string[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private chain: Promise<void> = Promise.resolve();
+  lost = false;
+
+  constructor(
+    private readonly client: GraphQLClient,
+    private readonly jobId: string,
+    private readonly attempt: number,
+    private readonly redact: (line: string) => string,
+    private readonly onLost: () => void,
+    private readonly log: Logger,
+  ) {}
+
+  line(text: string) {
+    for (const line of text.split('\n')) this.pending.push(this.redact(line));
+    if (this.pending.length >= LOG_BATCH_MAX) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), LOG_FLUSH_MS);
+  }
+
+  private flush() {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const lines = this.pending.splice(0, this.pending.length);
+    if (lines.length === 0 || this.lost) return;
+    this.chain = this.chain.then(async () => {
+      if (this.lost) return;
+      try {
+        await this.client.request(APPEND_JOB_LOGS, { jobId: this.jobId, attempt: this.attempt, lines });
+      } catch (error) {
+        if (error instanceof GraphQLRequestError && (error.code === 'CONFLICT' || error.code === 'NOT_FOUND')) {
+          this.lost = true;
+          this.onLost();
+        } else this.log.warn({ err: error, jobId: this.jobId }, 'sending build log lines failed; they are lost');
+      }
+    });
+  }
+
+  async close() {
+    this.flush();
+    await this.chain;
+  }
+}
