@@ -12,6 +12,7 @@ import { AGENT_VERSION } from './version.js';
 import { randomBytes } from 'node:crypto';
 import type { Builder } from '../../src/platform/builder/index.js';
 import { JobRunner } from './jobs.js';
+import { GraphQLWsClient } from './graphql-ws-client.js';
 
 export const DEFAULT_HEARTBEAT_SECONDS = 30;
 const MIN_HEARTBEAT_SECONDS = 1;
@@ -109,6 +110,8 @@ export type WorkerAgentOptions = {
   onHeartbeat?: (report: HeartbeatReport) => void;
   /** Take build jobs (workerJobs) and run them with this builder against `docker`; absent: none. */
   jobs?: { builder: Builder; docker: Docker } | null;
+  /** Heartbeats over one long-lived WebSocket ('ws', the default: far cheaper for the API) or HTTP. */
+  heartbeatTransport?: 'ws' | 'http';
 };
 
 type Identity = AgentState & { client: GraphQLClient };
@@ -122,6 +125,7 @@ export class WorkerAgent {
   private loop: Promise<void> | null = null;
   private starting: Promise<{ workerId: string; registered: boolean }> | null = null;
   private jobRunner: JobRunner | null = null;
+  private wsClient: GraphQLWsClient | null = null;
   /** New for every process: the API ties this process's job claims to it. */
   readonly session = randomBytes(16).toString('base64url');
 
@@ -179,6 +183,7 @@ export class WorkerAgent {
   async stop(): Promise<void> {
     if (!this.abort.signal.aborted) this.abort.abort(new AgentStoppedError());
     await Promise.allSettled([this.starting, this.loop, this.jobRunner?.stop()]);
+    this.closeWsClient();
   }
 
   private startJobs() {
@@ -314,7 +319,7 @@ export class WorkerAgent {
     const metrics = await this.collector.collect(this.signal, containerStatsBoundMs(this.intervalMs));
     const sentAt = performance.now();
     const input = { ...metrics, containers: this.reportableContainers(metrics.containers), agentSession: this.session };
-    const result = await identity.client.request<{ workerHeartbeat: HeartbeatResult }>(WORKER_HEARTBEAT, { input }, { signal: this.signal });
+    const result = await this.heartbeatClient(identity).request<{ workerHeartbeat: HeartbeatResult }>(WORKER_HEARTBEAT, { input }, { signal: this.signal });
     const latencyMs = performance.now() - sentAt;
     const { worker, nextHeartbeatInSeconds } = result.workerHeartbeat;
     // The API knows when it will consider this worker late; it may ask for a different pace.
@@ -344,7 +349,26 @@ export class WorkerAgent {
     });
   }
 
+  private heartbeatClient(identity: Identity): GraphQLClient | GraphQLWsClient {
+    if (this.options.heartbeatTransport === 'http') return identity.client;
+    this.wsClient ??= new GraphQLWsClient({
+      url: identity.apiUrl,
+      timeoutMs: this.options.requestTimeoutMs ?? 10_000,
+      userAgent: `convoy-agent/${this.options.agentVersion ?? AGENT_VERSION}`,
+      headers: { authorization: `Bearer ${identity.credential}` },
+    });
+    return this.wsClient;
+  }
+
+  private closeWsClient() {
+    const client = this.wsClient;
+    this.wsClient = null;
+    // Not awaited: closing waits for a socket still connecting, and a silent API must not hold up stop().
+    void client?.close().catch(() => {});
+  }
+
   private async credentialRejected(error: GraphQLRequestError): Promise<void> {
+    this.closeWsClient();
     const { stateFile, joinToken } = this.options;
     if (this.options.onCredentialRejected === 'register' && joinToken) {
       this.log.warn({ err: error, workerId: this.identity?.workerId }, 'the API no longer accepts this worker credential; registering again with the join token');

@@ -27,6 +27,8 @@ const envSchema = z.object({
   CONVOY_AGENT_JOIN_SWARM: z.enum(['true', 'false']).default('true'),
   // Run build jobs offered by the API (Nix must be installed on the node).
   CONVOY_AGENT_BUILDS: z.enum(['true', 'false']).default('true'),
+  // Heartbeats over one WebSocket (ws) or one HTTP request each (http).
+  CONVOY_AGENT_TRANSPORT: z.enum(['ws', 'http']).default('ws'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
@@ -75,6 +77,7 @@ const agent = new WorkerAgent({
   diskPath: settings.CONVOY_AGENT_DISK_PATH,
   joinSwarm: settings.CONVOY_AGENT_JOIN_SWARM === 'true',
   log,
+  heartbeatTransport: settings.CONVOY_AGENT_TRANSPORT,
   jobs: settings.CONVOY_AGENT_BUILDS === 'true' ? { builder: new NixBuilder(nixBuilderOptionsFromEnv()), docker: settings.docker } : null,
 });
 
