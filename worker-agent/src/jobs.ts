@@ -9,8 +9,9 @@ import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import type { Logger } from '../../src/platform/logging/logger.js';
 import type { Builder } from '../../src/platform/builder/index.js';
-import { executeBuild, redactor, type BuildOutcome, type BuildSpec } from '../../src/modules/builds/execute.js';
+import { executeBuild, type BuildOutcome, type BuildSpec } from '../../src/modules/builds/execute.js';
 import { GraphQLRequestError, type GraphQLClient } from './graphql-client.js';
+import { LineBatcher } from '../../src/shared/line-batcher.js';
 
 const LOG_FLUSH_MS = 300;
 const LOG_BATCH_MAX = 500;
@@ -122,7 +123,8 @@ export class JobRunner {
     }
     const { job, spec, gitToken } = claimed;
     log.info({ jobId: job.id, attempt: job.attempt, buildId: spec.buildId }, 'running a build job');
-    const logs = new JobLog(client, job.id, job.attempt, redactor([gitToken]), () => abort.abort(), log);
+    // executeBuild redacts the token from every line it hands out.
+    const logs = new JobLog(client, job.id, job.attempt, () => abort.abort(), log);
     const workDir = await mkdtemp(join(tmpdir(), 'convoy-agent-build-'));
     let outcome: BuildOutcome;
     try {
@@ -157,48 +159,38 @@ export class JobRunner {
   }
 }
 
-/** Batches log lines into appendJobLogs calls, in order; a refusal means the claim is gone. */
+/** Sends log lines in batches (appendJobLogs); a refusal means the claim is gone. */
 class JobLog {
-  private pending: string[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private chain: Promise<void> = Promise.resolve();
+  private readonly batcher: LineBatcher;
   lost = false;
 
   constructor(
     private readonly client: GraphQLClient,
     private readonly jobId: string,
     private readonly attempt: number,
-    private readonly redact: (line: string) => string,
     private readonly onLost: () => void,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.batcher = new LineBatcher((lines) => this.send(lines), { flushMs: LOG_FLUSH_MS, maxLines: LOG_BATCH_MAX });
+  }
 
   line(text: string) {
-    for (const line of text.split('\n')) this.pending.push(this.redact(line));
-    if (this.pending.length >= LOG_BATCH_MAX) this.flush();
-    else this.timer ??= setTimeout(() => this.flush(), LOG_FLUSH_MS);
+    if (!this.lost) this.batcher.line(text);
   }
 
-  private flush() {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    const lines = this.pending.splice(0, this.pending.length);
-    if (lines.length === 0 || this.lost) return;
-    this.chain = this.chain.then(async () => {
-      if (this.lost) return;
-      try {
-        await this.client.request(APPEND_JOB_LOGS, { jobId: this.jobId, attempt: this.attempt, lines });
-      } catch (error) {
-        if (error instanceof GraphQLRequestError && (error.code === 'CONFLICT' || error.code === 'NOT_FOUND')) {
-          this.lost = true;
-          this.onLost();
-        } else this.log.warn({ err: error, jobId: this.jobId }, 'sending build log lines failed; they are lost');
-      }
-    });
+  close(): Promise<void> {
+    return this.batcher.flush();
   }
 
-  async close() {
-    this.flush();
-    await this.chain;
+  private async send(lines: string[]) {
+    if (this.lost) return;
+    try {
+      await this.client.request(APPEND_JOB_LOGS, { jobId: this.jobId, attempt: this.attempt, lines });
+    } catch (error) {
+      if (error instanceof GraphQLRequestError && (error.code === 'CONFLICT' || error.code === 'NOT_FOUND')) {
+        this.lost = true;
+        this.onLost();
+      } else this.log.warn({ err: error, jobId: this.jobId }, 'sending build log lines failed; they are lost');
+    }
   }
 }

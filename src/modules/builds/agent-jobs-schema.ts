@@ -4,7 +4,7 @@ import { builder } from '../../graphql/builder.js';
 import type { GraphQLContext } from '../../graphql/context.js';
 import { WorkerJobKind, WorkerJobStatus } from '../../generated/prisma/enums.js';
 import type { WorkerJobEvent } from '../../events.js';
-import { UnauthenticatedError } from '../common/errors.js';
+import { workerIdOf } from '../common/graphql.js';
 import { parseInput } from '../common/parse.js';
 import { z } from 'zod';
 import { AGENT_SESSION } from '../workers/validation.js';
@@ -12,8 +12,7 @@ import * as jobs from './agent-jobs.js';
 import type { BuildOutcome } from './execute.js';
 
 function agentOf(ctx: GraphQLContext): jobs.AgentCaller {
-  if (ctx.caller.kind !== 'worker') throw new UnauthenticatedError();
-  return { workerId: ctx.caller.workerId };
+  return { workerId: workerIdOf(ctx) };
 }
 
 const WorkerJobKindEnum = builder.enumType(WorkerJobKind, { name: 'WorkerJobKind' });

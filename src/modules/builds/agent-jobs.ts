@@ -11,8 +11,7 @@ import type { ConvoyBus, WorkerJobEvent } from '../../events.js';
 import type { Config } from '../../config.js';
 import type { Redis } from '../../platform/redis/connection.js';
 import type { Logger } from '../../platform/logging/logger.js';
-import { decrypt } from '../../platform/crypto/aead.js';
-import { deriveKey } from '../../platform/crypto/tokens.js';
+import { gitTokenOf } from '../services/service.js';
 import { ConflictError, NotFoundError } from '../common/errors.js';
 import type { BuildOutcome, BuildSpec } from './execute.js';
 import { appendBuildLog, watchCancellation } from './runner.js';
@@ -125,8 +124,10 @@ export type AgentCaller = { workerId: string };
 export type ClaimedJob = { job: WorkerJob; spec: BuildSpec; gitToken: string | null };
 
 /** A job another worker holds, or one that does not exist, looks the same: NOT_FOUND. */
-async function heldJob(db: Db, caller: AgentCaller, jobId: string, attempt: number): Promise<WorkerJob> {
-  const job = jobId.length <= 64 ? await db.workerJob.findFirst({ where: { id: jobId, workerId: caller.workerId } }) : null;
+async function heldJob(db: Db, caller: AgentCaller, jobId: string, attempt: number) {
+  const job = jobId.length <= 64
+    ? await db.workerJob.findFirst({ where: { id: jobId, workerId: caller.workerId }, include: { build: { select: { service: { select: { gitTokenEnc: true } } } } } })
+    : null;
   if (!job) throw new NotFoundError('WorkerJob', jobId.slice(0, 64));
   if (job.status !== WorkerJobStatus.CLAIMED || job.attempt !== attempt) {
     throw new ConflictError(`This claim on job ${job.id} is no longer current (the job is ${job.status}, attempt ${job.attempt}): stop working on it`);
@@ -153,7 +154,7 @@ export async function claimJob(deps: AgentJobDeps, caller: AgentCaller, jobId: s
   let gitToken: string | null = null;
   if (claimed.buildId) {
     const build = await deps.db.build.update({ where: { id: claimed.buildId }, data: { workerId: worker.id }, include: { service: { select: { gitTokenEnc: true } } } });
-    gitToken = build.service.gitTokenEnc ? decrypt(deriveKey(deps.config.secretKey, 'git-token'), build.service.gitTokenEnc) : null;
+    gitToken = gitTokenOf(deps.config, build.service);
     await appendBuildLog(deps, claimed.buildId, [`worker ${worker.hostname} took the build (attempt ${claimed.attempt})`]);
   }
   return { job: claimed, spec: claimed.payload as unknown as BuildSpec, gitToken };
@@ -164,9 +165,7 @@ export async function appendJobLogs(deps: AgentJobDeps, caller: AgentCaller, job
   if (!job.buildId || lines.length === 0) return 0;
   const kept = lines.slice(0, MAX_LOG_LINES_PER_CALL).map((line) => line.slice(0, MAX_LOG_LINE));
   // The agent redacts the token already; the API does it again rather than trust it.
-  const build = await deps.db.build.findUnique({ where: { id: job.buildId }, select: { service: { select: { gitTokenEnc: true } } } });
-  const token = build?.service.gitTokenEnc ? decrypt(deriveKey(deps.config.secretKey, 'git-token'), build.service.gitTokenEnc) : null;
-  const redact = redactor([token]);
+  const redact = redactor([job.build ? gitTokenOf(deps.config, job.build.service) : null]);
   await appendBuildLog(deps, job.buildId, kept.map(redact));
   return kept.length;
 }

@@ -12,21 +12,21 @@ import type { Config } from '../../config.js';
 import type { Logger } from '../../platform/logging/logger.js';
 import type { Redis } from '../../platform/redis/connection.js';
 import type { Builder } from '../../platform/builder/index.js';
-import { decrypt } from '../../platform/crypto/aead.js';
-import { deriveKey } from '../../platform/crypto/tokens.js';
-import { transitionServiceStatus } from '../services/service.js';
+import { gitTokenOf, transitionServiceStatus } from '../services/service.js';
 import { mainComponent } from '../templates/service.js';
 import { queueDeployment, snapshotConfig, type DeployDeps } from '../deployments/service.js';
 import type { PortSpec } from '../services/validation.js';
 import { cancelFlagKey, FINISHED_BUILD_STATUSES, publishBuildStatus } from './service.js';
 import { executeBuild, redactor, type BuildOutcome, type BuildSpec, type BuildSpecSource } from './execute.js';
 import { runOnAgent } from './agent-jobs.js';
+import { LineBatcher } from '../../shared/line-batcher.js';
 
 export type BuildRunnerDeps = DeployDeps & { db: Db; bus: ConvoyBus; config: Config; log: Logger; redis: Redis; builder: Builder; docker: Docker };
 
 const LOG_FLUSH_MS = 250;
 const LOG_FLUSH_LINES = 200;
 const CANCEL_POLL_MS = 300;
+const MAX_LOG_LINE = 8192;
 
 /** Appends lines to the build's stored log and publishes them numbered (the count comes from the row). */
 export async function appendBuildLog(deps: Pick<BuildRunnerDeps, 'db' | 'bus'>, buildId: string, lines: string[]): Promise<void> {
@@ -35,31 +35,6 @@ export async function appendBuildLog(deps: Pick<BuildRunnerDeps, 'db' | 'bus'>, 
     UPDATE "Build" SET logs = logs || ${lines.join('\n') + '\n'}, "logLineCount" = "logLineCount" + ${lines.length}, "updatedAt" = now()
     WHERE id = ${buildId} RETURNING "logLineCount"`;
   if (row) await deps.bus.publish('buildLog', buildId, { buildId, firstSeq: row.logLineCount - lines.length, lines });
-}
-
-/** Stores log lines in batches and publishes each batch, numbered, for live readers. */
-export class BuildLog {
-  private pending: string[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private flushing: Promise<void> = Promise.resolve();
-
-  constructor(private readonly deps: Pick<BuildRunnerDeps, 'db' | 'bus'>, private readonly buildId: string, private readonly redact: (line: string) => string) {}
-
-  line(text: string) {
-    for (const line of text.split('\n')) this.pending.push(this.redact(line).slice(0, 8192));
-    if (this.pending.length >= LOG_FLUSH_LINES) void this.flush();
-    else this.timer ??= setTimeout(() => void this.flush(), LOG_FLUSH_MS);
-  }
-
-  flush(): Promise<void> {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    const lines = this.pending;
-    this.pending = [];
-    if (lines.length === 0) return this.flushing;
-    this.flushing = this.flushing.then(() => appendBuildLog(this.deps, this.buildId, lines));
-    return this.flushing;
-  }
 }
 
 /** Aborts when a cancel flag appears for this build. */
@@ -109,7 +84,8 @@ async function buildSpecOf(deps: BuildRunnerDeps, service: Service, build: Build
 
 /** The build in this process. */
 async function executeHere(deps: BuildRunnerDeps, spec: BuildSpec, token: string | null): Promise<BuildOutcome> {
-  const log = new BuildLog(deps, spec.buildId, redactor([token]));
+  // executeBuild redacts the token from every line it hands out.
+  const log = new LineBatcher((lines) => appendBuildLog(deps, spec.buildId, lines), { flushMs: LOG_FLUSH_MS, maxLines: LOG_FLUSH_LINES, maxLineLength: MAX_LOG_LINE });
   const cancel = new AbortController();
   const stopWatching = watchCancellation(deps, spec.buildId, () => cancel.abort());
   const workDir = await mkdtemp(join(tmpdir(), 'convoy-build-'));
@@ -129,7 +105,7 @@ export async function runBuild(deps: BuildRunnerDeps, buildId: string): Promise<
   const { service } = build;
   const organizationId = service.organizationId;
   const statusBefore = service.status;
-  const token = service.gitTokenEnc ? decrypt(deriveKey(deps.config.secretKey, 'git-token'), service.gitTokenEnc) : null;
+  const token = gitTokenOf(deps.config, service);
   const redact = redactor([token]);
   const started = Date.now();
 

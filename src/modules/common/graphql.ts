@@ -12,3 +12,9 @@ export function userIdOf(ctx: GraphQLContext): string {
   if (ctx.caller.kind !== 'user') throw new UnauthenticatedError();
   return ctx.caller.userId;
 }
+
+/** The calling worker agent (a worker credential); `worker` scope guarantees it. */
+export function workerIdOf(ctx: GraphQLContext): string {
+  if (ctx.caller.kind !== 'worker') throw new UnauthenticatedError();
+  return ctx.caller.workerId;
+}

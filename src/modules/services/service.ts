@@ -7,7 +7,7 @@ import type { Config } from '../../config.js';
 import { parseInput } from '../common/parse.js';
 import { ConflictError, NotFoundError, QuotaExceededError, ValidationError } from '../common/errors.js';
 import { recordAudit } from '../audit/audit.js';
-import { encrypt } from '../../platform/crypto/aead.js';
+import { decrypt, encrypt } from '../../platform/crypto/aead.js';
 import { deriveKey } from '../../platform/crypto/tokens.js';
 import type { Actor } from '../auth/caller.js';
 import { createServiceInput, updateServiceInput, type CreateServiceInput } from './validation.js';
@@ -37,8 +37,15 @@ function sourceColumns(config: ServiceDeps['config'], source: CreateServiceInput
     gitUrl: source.gitUrl!,
     gitBranch: source.gitBranch ?? 'main',
     // The token is kept encrypted and never returned; builds hand it to git through an askpass helper.
-    gitTokenEnc: source.gitToken ? encrypt(deriveKey(config.secretKey, 'git-token'), source.gitToken) : null,
+    gitTokenEnc: source.gitToken ? encrypt(deriveKey(config.secretKey, GIT_TOKEN_KEY), source.gitToken) : null,
   };
+}
+
+const GIT_TOKEN_KEY = 'git-token';
+
+/** The service's repository token in clear, for the build that clones it; null when it has none. */
+export function gitTokenOf(config: Pick<Config, 'secretKey'>, service: { gitTokenEnc: string | null }): string | null {
+  return service.gitTokenEnc ? decrypt(deriveKey(config.secretKey, GIT_TOKEN_KEY), service.gitTokenEnc) : null;
 }
 
 function envObject(env: { name: string; value: string }[]): Record<string, string> {

@@ -5,7 +5,7 @@ import type { GraphQLContext } from '../../graphql/context.js';
 import { WorkerStatus } from '../../generated/prisma/enums.js';
 import type { ContainerStatsSample, ServiceMetricsEvent, WorkerEvent, WorkerHeartbeatEvent } from '../../events.js';
 import { ConflictError, NotFoundError, UnauthenticatedError, ValidationError } from '../common/errors.js';
-import { actorOf, userIdOf } from '../common/graphql.js';
+import { actorOf, userIdOf, workerIdOf } from '../common/graphql.js';
 import type { PlatformAdmin } from './admins.js';
 import { InvalidJoinTokenError } from './errors.js';
 import { recordHeartbeat } from './heartbeat.js';
@@ -17,11 +17,6 @@ import { forgetWorkerCredentials } from '../auth/worker-credentials.js';
 
 function adminOf(ctx: GraphQLContext): PlatformAdmin {
   return { userId: userIdOf(ctx), requestId: ctx.requestId };
-}
-
-function workerIdOf(ctx: GraphQLContext): string {
-  if (ctx.caller.kind !== 'worker') throw new UnauthenticatedError();
-  return ctx.caller.workerId;
 }
 
 /** Yoga puts the HTTP request in the context; operations over a WebSocket have none. */
