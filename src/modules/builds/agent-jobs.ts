@@ -138,6 +138,9 @@ async function heldJob(db: Db, caller: AgentCaller, jobId: string, attempt: numb
 export async function claimJob(deps: AgentJobDeps, caller: AgentCaller, jobId: string, agentSession: string): Promise<ClaimedJob> {
   const worker = await deps.db.worker.findUniqueOrThrow({ where: { id: caller.workerId } });
   if (worker.status !== WorkerStatus.ONLINE) throw new ConflictError(`Only ONLINE workers take jobs; this one is ${worker.status}`);
+  // The claimant is this worker's live process: record its session before the claim, since a restarted
+  // agent may claim before its first heartbeat and the job must not look held by the old process.
+  await deps.db.worker.update({ where: { id: worker.id }, data: { agentSession } });
   const [claimed] = jobId.length <= 64
     ? await deps.db.workerJob.updateManyAndReturn({
         where: { id: jobId, status: WorkerJobStatus.QUEUED, cancelRequestedAt: null },
@@ -149,8 +152,6 @@ export async function claimJob(deps: AgentJobDeps, caller: AgentCaller, jobId: s
     if (!exists) throw new NotFoundError('WorkerJob', jobId.slice(0, 64));
     throw new ConflictError('Another agent took this job, or it ended');
   }
-  // The session the heartbeats will carry; an agent that claims before its first heartbeat sets it here.
-  await deps.db.worker.updateMany({ where: { id: worker.id, agentSession: null }, data: { agentSession } });
   let gitToken: string | null = null;
   if (claimed.buildId) {
     const build = await deps.db.build.update({ where: { id: claimed.buildId }, data: { workerId: worker.id }, include: { service: { select: { gitTokenEnc: true } } } });
