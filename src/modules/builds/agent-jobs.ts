@@ -80,7 +80,8 @@ function claimLost(config: Config, job: WorkerJob & { worker: { status: WorkerSt
   const worker = job.worker;
   if (!worker || worker.removedAt || worker.status !== WorkerStatus.ONLINE) return true;
   if (worker.agentSession && job.agentSession && worker.agentSession !== job.agentSession) return true;
-  const silentMs = Date.now() - (worker.lastHeartbeatAt?.getTime() ?? 0);
+  // A claim is a sign of life too: a restarted agent may claim before its first heartbeat lands.
+  const silentMs = Date.now() - Math.max(worker.lastHeartbeatAt?.getTime() ?? 0, job.claimedAt?.getTime() ?? 0);
   return silentMs > config.build.jobLeaseSeconds * 1000;
 }
 
