@@ -8,7 +8,8 @@ import { execa, type ResultPromise } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEPLOY_TEST_SETTINGS, startTestApi, type TestApi, type TestUser } from './helpers/api.js';
 import { commitFiles, initRepo, removeDirs, tempDir } from './helpers/git.js';
-import { httpAppExpression, nonce, processesMentioning, waitFor } from './helpers/nix.js';
+import { httpAppExpression, nonce, processesMentioning } from './helpers/nix.js';
+import { waitFor } from './helpers/wait.js';
 import { uniqueName } from './helpers/swarm.js';
 import { subscribe } from './helpers/subscribe.js';
 

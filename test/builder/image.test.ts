@@ -13,7 +13,8 @@ import { loadTemplate, startCommand, templateBuildSource, BUILT_IN_TEMPLATES_DIR
 import { dockerFromHost } from '../../src/platform/orchestrator/index.js';
 import { writeImageArchive } from '../../src/platform/images/archive.js';
 import { loadImage } from '../../src/platform/images/docker.js';
-import { NIX_LIB_DIR, nixString, nonce, testNixBuilder, waitFor } from '../helpers/nix.js';
+import { NIX_LIB_DIR, nixString, nonce, testNixBuilder } from '../helpers/nix.js';
+import { waitFor } from '../helpers/wait.js';
 
 const docker = dockerFromHost(process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock');
 const builder = testNixBuilder();

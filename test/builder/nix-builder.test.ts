@@ -7,7 +7,8 @@ import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { LogStream } from '../../src/platform/builder/builder.js';
 import { nixBuilderOptionsFromEnv } from '../../src/platform/builder/nix.js';
-import { busyboxExpression, nonce, processesMentioning, testNixBuilder, waitFor } from '../helpers/nix.js';
+import { busyboxExpression, nonce, processesMentioning, testNixBuilder } from '../helpers/nix.js';
+import { waitFor } from '../helpers/wait.js';
 
 const builder = testNixBuilder();
 

@@ -2,7 +2,8 @@
 // session (what a Nix builder looks like), so only the SIGKILL sweep can end it.
 import { describe, expect, it } from 'vitest';
 import { runProcessTree } from '../../src/platform/builder/process-tree.js';
-import { nonce, processesMentioning, waitFor } from '../helpers/nix.js';
+import { nonce, processesMentioning } from '../helpers/nix.js';
+import { waitFor } from '../helpers/wait.js';
 
 describe('runProcessTree', () => {
   it('kills a tree that ignores SIGTERM, descendants in other sessions included', async () => {

@@ -11,7 +11,8 @@ import { BUILT_IN_TEMPLATES_DIR, loadTemplate, startCommand, templateBuildSource
 import { writeImageArchive } from '../../src/platform/images/archive.js';
 import { loadImage, pushImage } from '../../src/platform/images/docker.js';
 import { dockerFromHost } from '../../src/platform/orchestrator/index.js';
-import { nonce, testNixBuilder, waitFor } from '../helpers/nix.js';
+import { nonce, testNixBuilder } from '../helpers/nix.js';
+import { waitFor } from '../helpers/wait.js';
 
 const docker = dockerFromHost(process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock');
 const id = nonce();

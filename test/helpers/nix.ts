@@ -45,15 +45,6 @@ export async function processesMentioning(marker: string): Promise<Array<{ pid: 
   return found;
 }
 
-/** Waits until `condition` holds, polling; fails with `what` after the timeout. */
-export async function waitFor(what: string, condition: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
 /**
  * A repository's default.nix for an HTTP app: busybox httpd serving `content` on port 8080 (and
  * "ok" at /healthz), started by the `bin/convoy-start` that Convoy runs. `extraScript` runs first.

@@ -1,6 +1,7 @@
 // Service logs arrive line by line with the task and replica that wrote them, follow new output, and stop
 // cleanly on abort or when the consumer stops iterating.
 import { setTimeout as sleep } from 'node:timers/promises';
+import { waitFor } from '../helpers/wait.js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { LogLine } from '../../src/platform/orchestrator/orchestrator.js';
 import { SwarmOrchestrator } from '../../src/platform/orchestrator/swarm.js';
@@ -37,14 +38,6 @@ async function collect(lines: AsyncIterable<LogLine>): Promise<LogLine[]> {
   return collected;
 }
 
-async function waitUntil(condition: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(100);
-  }
-}
-
 it('returns each replica’s lines with its task id, slot, stream and time', async () => {
   const tasks = (await orchestrator.listTasks(serviceId)).filter((task) => task.state === 'running');
   const startedAt = Math.min(...tasks.map((task) => task.createdAt.getTime()));
@@ -75,7 +68,7 @@ it('follows new lines as requests arrive, and stops when the signal aborts', asy
   for (let request = 0; request < 4; request++) {
     expect((await runProbeContainer(networkName, ncGet(serviceName))).stdout).toContain('chatty app');
   }
-  await waitUntil(() => received.filter((line) => line.line.endsWith('response:200')).length >= 4);
+  await waitFor('four response lines', () => received.filter((line) => line.line.endsWith('response:200')).length >= 4, 15_000);
   controller.abort();
   const stoppedAt = Date.now();
   await following;
@@ -100,7 +93,7 @@ it('releases the connection when the consumer stops iterating', async () => {
   }
 
   expect(first?.taskId).toMatch(/^[a-z0-9]{25}$/);
-  await waitUntil(() => openDockerSockets() === socketsBefore, 2000);
+  await waitFor('the Docker sockets to close', () => openDockerSockets() === socketsBefore, 2000);
 });
 
 /** Connected sockets to the Docker engine held by this process (unix socket or TCP). */
