@@ -53,7 +53,7 @@ const schema = z.object({
   CONVOY_AGENT_IMAGE: z.string().max(512).regex(IMAGE_REFERENCE, 'must be a Docker image reference').default('convoy:latest'),
   CONVOY_WORKER_HEARTBEAT_SECONDS: z.coerce.number().int().min(1).max(3600).default(30),
   // How long a worker credential found valid is trusted without asking PostgreSQL; 0: every request asks.
-  CONVOY_WORKER_CREDENTIAL_CACHE_SECONDS: z.coerce.number().min(0).max(60).default(10),
+  CONVOY_WORKER_CREDENTIAL_CACHE_SECONDS: z.coerce.number().min(0).max(3600).default(300),
   CONVOY_WORKER_SWEEP_SECONDS: z.coerce.number().min(1).max(3600).default(15),
   CONVOY_WORKER_UNHEALTHY_SECONDS: z.coerce.number().min(1).max(86_400).default(120),
   CONVOY_WORKER_OFFLINE_SECONDS: z.coerce.number().min(1).max(86_400).default(300),

@@ -4,6 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { request } from 'node:http';
 import { startTestApi, type TestApi, type TestUser } from './helpers/api.js';
 import { subscribe, waitForListeners } from './helpers/subscribe.js';
+import { waitFor } from './helpers/wait.js';
 import { hashToken } from '../src/platform/crypto/tokens.js';
 import { sweepWorkerHealth } from '../src/modules/workers/health.js';
 import { startWorkerController } from '../src/modules/workers/controller.js';
@@ -307,6 +308,49 @@ describe('heartbeats and metrics', () => {
     expect(await redis.keys(`${api.config.redisPrefix}:metrics:service:cm0000000000000000000000:*`)).toEqual([]);
   });
 
+  it('answers a steady heartbeat without waiting for its write, and a new agent process only once its heartbeat is written', async () => {
+    const worker = await registerWorker();
+    const session = randomBytes(8).toString('hex');
+    const beat = (load1: number, agentSession = session) => heartbeat(worker, { load1, agentSession } as Metrics);
+    const stored = () => api.app.db.worker.findUniqueOrThrow({ where: { id: worker.id } });
+    const storedLoad = async () => ((await stored()).lastMetrics as { load1?: number } | null)?.load1;
+    // Another transaction holds the worker's row: every heartbeat UPDATE of it waits until that ends.
+    const holdingRow = (during: () => Promise<void>) =>
+      api.app.db.$transaction(
+        async (tx) => {
+          await tx.$queryRaw`SELECT "id" FROM "Worker" WHERE "id" = ${worker.id} FOR UPDATE`;
+          await during();
+        },
+        { timeout: 30_000 },
+      );
+    const within = <T>(ms: number, promise: Promise<T>) =>
+      Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms))]);
+
+    // The first heartbeat this API sees from the worker is written before it is answered.
+    expect((await beat(1)).errors).toBeUndefined();
+    expect(await storedLoad()).toBe(1);
+
+    await holdingRow(async () => {
+      const answer = await within(5000, beat(2));
+      expect(answer.errors).toBeUndefined();
+      expect(answer.data.workerHeartbeat.worker.status).toBe('ONLINE');
+      expect(await storedLoad()).toBe(1);
+    });
+    await waitFor('the steady heartbeat to be written', async () => (await storedLoad()) === 2, 5000, 20);
+
+    // A restarted agent (a new session) may hold build jobs' claims in the balance: it waits for its write.
+    const restarted = randomBytes(8).toString('hex');
+    let answered = false;
+    let answer!: ReturnType<typeof heartbeat>;
+    await holdingRow(async () => {
+      answer = beat(3, restarted).finally(() => (answered = true));
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(answered).toBe(false);
+    });
+    expect((await within(5000, answer)).data.workerHeartbeat.worker.status).toBe('ONLINE');
+    expect(await stored()).toMatchObject({ agentSession: restarted, lastMetrics: expect.objectContaining({ load1: 3 }) });
+  });
+
   it('costs one UPDATE per heartbeat, however many containers and services it reports', async () => {
     const worker = await registerWorker();
     const services = await Promise.all(Array.from({ length: 8 }, (_, i) => createService(alice, `cost-${i}`)));
@@ -316,6 +360,9 @@ describe('heartbeats and metrics', () => {
       api.queries.length = 0;
       const result = await heartbeat(worker, { containers: reported });
       expect(result.errors).toBeUndefined();
+      // A steady heartbeat is answered before its batch is written: wait for the batch.
+      await waitFor('the batch to be written', () => api.queries.some((q) => /^\s*UPDATE/i.test(q)), 5000, 10);
+      await new Promise((r) => setTimeout(r, 100));
       return [...api.queries];
     };
     const none = await count([]);

@@ -1,11 +1,9 @@
 import type { App } from '../app.js';
-import type { Logger } from '../platform/logging/logger.js';
 import type { Actor, Caller } from '../modules/auth/caller.js';
 
 /** Per-operation context, built the same way for HTTP, SSE and WebSocket operations. */
 export type GraphQLContext = {
   requestId: string;
-  log: Logger;
   app: App;
   caller: Caller;
   /** Set when the caller is a user acting inside an organization they belong to. */

@@ -2,11 +2,12 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
-import { GraphQLError } from 'graphql';
+import { GraphQLError, getOperationAST } from 'graphql';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Socket } from 'node:net';
 import { useServer } from 'graphql-ws/use/ws';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
+import { useGraphQlJit } from '@envelop/graphql-jit';
 import type Docker from 'dockerode';
 import type { App } from '../app.js';
 import type { GraphQLContext } from './context.js';
@@ -40,9 +41,19 @@ function errorCode(error: DomainError): string {
   return 'BAD_REQUEST';
 }
 
+// A WebSocket's connection params are sent once and read by every operation on it: read them once.
+const connectionHeaders = new WeakMap<Record<string, unknown>, HeaderSource>();
+const NO_HEADERS: HeaderSource = { get: () => null };
+
 function headersFromConnectionParams(params: Record<string, unknown> | undefined): HeaderSource {
-  const lower = new Map(Object.entries(params ?? {}).map(([k, v]) => [k.toLowerCase(), typeof v === 'string' ? v : null]));
-  return { get: (name) => lower.get(name.toLowerCase()) ?? null };
+  if (!params) return NO_HEADERS;
+  let headers = connectionHeaders.get(params);
+  if (!headers) {
+    const lower = new Map(Object.entries(params).map(([k, v]) => [k.toLowerCase(), typeof v === 'string' ? v : null]));
+    headers = { get: (name) => lower.get(name.toLowerCase()) ?? null };
+    connectionHeaders.set(params, headers);
+  }
+  return headers;
 }
 
 function requestIdPlugin(): Plugin {
@@ -143,6 +154,14 @@ export function createGraphQLHandler(app: App): YogaServerInstance<ServerContext
       }),
       // After the request parsers Yoga registers, so it wraps the one that applies.
       requestBodyLimitPlugin(MAX_REQUEST_BODY_BYTES),
+      // Worker agents' queries and mutations (heartbeats above all: most of the API's traffic) run
+      // compiled: measured, a heartbeat's execution and variable coercion cost 88 µs in graphql-js and
+      // 33 µs compiled. Only those: compiled execution breaks subscriptions (their arguments arrive
+      // undefined) and plugin-prisma's query planning (more SQL statements for nested lists).
+      useGraphQlJit({}, {
+        enableIf: ({ contextValue, document, operationName }) =>
+          (contextValue as Partial<GraphQLContext>).caller?.kind === 'worker' && getOperationAST(document, operationName)?.operation !== 'subscription',
+      }),
     ],
     context: async (initial) => {
       const requestId = (initial as { requestId?: string }).requestId ?? randomUUID();
@@ -155,8 +174,7 @@ export function createGraphQLHandler(app: App): YogaServerInstance<ServerContext
         throw error;
       }
       const actor = caller.kind === 'user' && caller.organization ? { userId: caller.userId, organizationId: caller.organization.organizationId, role: caller.organization.role, requestId } : null;
-      const log = app.log.child({ requestId, ...(caller.kind === 'user' ? { userId: caller.userId } : caller.kind === 'worker' ? { workerId: caller.workerId } : {}) });
-      return { requestId, log, app, caller, actor };
+      return { requestId, app, caller, actor };
     },
   });
 }

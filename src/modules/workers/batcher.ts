@@ -30,6 +30,11 @@ export class InFlightBatcher<Item, Result> {
     private readonly options: BatcherOptions<Item> = {},
   ) {}
 
+  /** Items waiting for a run (not those in flight). */
+  get queued(): number {
+    return this.queue.length;
+  }
+
   run(item: Item): Promise<Result> {
     return new Promise((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
