@@ -29,7 +29,7 @@ import { ADMIN_URL, createTestDatabase, deleteRedisPrefix, REDIS_URL, uniqueRedi
 import { GraphQLClient } from '../worker-agent/src/graphql-client.js';
 import { REGISTER_WORKER } from '../worker-agent/src/agent.js';
 import { cpuPercentBetween, readCpuTimes } from '../worker-agent/src/metrics.js';
-import type { GeneratorReply, GeneratorRequest, SimulatedAgent, StepOutcome, Transport } from './lib/load-generator.js';
+import type { GeneratorReply, GeneratorRequest, SimulatedAgent, StepOutcome, Target, Transport } from './lib/load-generator.js';
 
 const ROOT = new URL('..', import.meta.url);
 const TARGET = { heartbeatsPerSecond: 2000, p99Ms: 50 };
@@ -41,10 +41,10 @@ function monotonicMicros(): number {
   return Number(process.hrtime.bigint() / 1000n);
 }
 
-type Options = { steps: number[]; seconds: number; intervalSeconds: number; transports: Transport[]; clients: number; apiNodeArgs: string[]; profile: boolean };
+type Options = { steps: number[]; seconds: number; intervalSeconds: number; transports: Transport[]; clients: number; apiNodeArgs: string[]; profile: boolean; baseline: boolean };
 
 function parseArgs(argv: string[]): Options {
-  const options: Options = { steps: [50, 200, 1000, 2000], seconds: 10, intervalSeconds: 1, transports: ['http', 'ws'], clients: 2, apiNodeArgs: [], profile: false };
+  const options: Options = { steps: [50, 200, 1000, 2000], seconds: 10, intervalSeconds: 1, transports: ['http', 'ws'], clients: 2, apiNodeArgs: [], profile: false, baseline: true };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -59,6 +59,7 @@ function parseArgs(argv: string[]): Options {
     else if (arg === '--clients') options.clients = positiveInt(value(), '--clients');
     else if (arg === '--api-node-args') options.apiNodeArgs = value().split(/\s+/).filter(Boolean);
     else if (arg === '--profile') options.profile = true;
+    else if (arg === '--no-baseline') options.baseline = false;
     else throw new Error(`unknown argument ${arg}`);
   }
   if (!(options.intervalSeconds > 0)) throw new Error('--interval must be a positive number of seconds');
@@ -78,7 +79,8 @@ function positiveInt(text: string, name: string): number {
 
 // ---------------------------------------------------------------------------------------------- the API
 
-type ApiProcess = { url: string; pid: number; child: ResultPromise; stop(): Promise<void> };
+/** A server under load: Convoy's API or the baseline, each in a child process of its own. */
+type ServerProcess = { url: string; pid: number; child: ResultPromise; stop(): Promise<void> };
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -91,32 +93,27 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function startApi(databaseUrl: string, redisPrefix: string, profileDir: string | null, extraNodeArgs: string[]): Promise<ApiProcess> {
+/** Starts `script` with node (and tsx) on a free loopback port, and waits until its /healthz answers. */
+async function startServerProcess(what: string, script: string, env: Record<string, string>, nodeArgs: string[]): Promise<ServerProcess> {
   const port = await freePort();
-  const env = {
-    ...process.env,
-    NODE_ENV: 'production',
-    DATABASE_URL: databaseUrl,
-    REDIS_URL,
-    REDIS_PREFIX: redisPrefix,
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    CONVOY_SECRET_KEY: randomBytes(32).toString('hex'),
-    MIGRATE_ON_START: 'false',
-    LOG_LEVEL: 'warn',
-  };
-  const nodeArgs = [...extraNodeArgs, '--import', 'tsx', ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), 'src/main/api.ts'];
-  const child = execa('node', nodeArgs, { env, cwd: ROOT, reject: false, stdout: 'pipe', stderr: 'pipe', buffer: false });
+  const child = execa('node', [...nodeArgs, '--import', 'tsx', script], {
+    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' },
+    cwd: ROOT,
+    reject: false,
+    stdout: 'pipe',
+    stderr: 'pipe',
+    buffer: false,
+  });
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => (output = (output + chunk.toString()).slice(-4000)));
   child.stderr?.on('data', (chunk: Buffer) => (output = (output + chunk.toString()).slice(-4000)));
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`the API exited with ${child.exitCode}: ${output}`);
+    if (child.exitCode !== null) throw new Error(`the ${what} exited with ${child.exitCode}: ${output}`);
     const healthy = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
     if (healthy) break;
-    if (Date.now() > deadline) throw new Error(`the API did not become healthy: ${output}`);
+    if (Date.now() > deadline) throw new Error(`the ${what} did not become healthy: ${output}`);
     await new Promise((r) => setTimeout(r, 100));
   }
   return {
@@ -131,6 +128,24 @@ async function startApi(databaseUrl: string, redisPrefix: string, profileDir: st
       clearTimeout(killer);
     },
   };
+}
+
+function startApi(databaseUrl: string, redisPrefix: string, profileDir: string | null, extraNodeArgs: string[]): Promise<ServerProcess> {
+  const env = {
+    NODE_ENV: 'production',
+    DATABASE_URL: databaseUrl,
+    REDIS_URL,
+    REDIS_PREFIX: redisPrefix,
+    CONVOY_SECRET_KEY: randomBytes(32).toString('hex'),
+    MIGRATE_ON_START: 'false',
+    LOG_LEVEL: 'warn',
+  };
+  const nodeArgs = [...extraNodeArgs, ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])];
+  return startServerProcess('API', 'src/main/api.ts', env, nodeArgs);
+}
+
+function startBaseline(extraNodeArgs: string[]): Promise<ServerProcess> {
+  return startServerProcess('baseline server', 'bench/lib/baseline-server.ts', { NODE_ENV: 'production' }, extraNodeArgs);
 }
 
 /** CPU time (user + system) a process has used so far, in ms. */
@@ -233,6 +248,7 @@ async function registerFleet(apiUrl: string, count: number): Promise<SimulatedAg
 }
 
 type StepResult = {
+  target: Target;
   transport: Transport;
   agents: number;
   offered: number;
@@ -246,7 +262,7 @@ type StepResult = {
   max: number;
   rss: number;
   peakRss: number;
-  /** Of one core. */
+  /** The server's (the API's or the baseline's), of one core. */
   apiCpuPercent: number;
   apiCpuMsPerHeartbeat: number;
   benchCpuPercent: number;
@@ -254,7 +270,7 @@ type StepResult = {
   storeCpuPercent: number;
   /** Of all cores: what else ran (PostgreSQL, Redis, other work on the machine) shows up here. */
   machineCpuPercent: number;
-  /** Of one core: the machine's busy time less the API's, the load generators' and the stores'. */
+  /** Of one core: the machine's busy time less the server's, the load generators' and the stores'. */
   otherCpuPercent: number;
   /** Monotonic clock (µs, the CPU profile's time base) at the start and end of the step. */
   window: [number, number];
@@ -287,12 +303,12 @@ class LoadGenerators {
     });
   }
 
-  async connect(apiUrl: string, transport: Transport, fleet: SimulatedAgent[]): Promise<void> {
-    await Promise.all(this.children.map((child, c) => this.ask(child, { type: 'connect', apiUrl, transport, agents: fleet.filter((a) => a.index % this.children.length === c) })));
+  async connect(target: Target, url: string, transport: Transport, fleet: SimulatedAgent[]): Promise<void> {
+    await Promise.all(this.children.map((child, c) => this.ask(child, { type: 'connect', target, url, transport, agents: fleet.filter((a) => a.index % this.children.length === c) })));
   }
 
-  async run(agents: number, seconds: number, intervalMs: number, startAtEpochMs: number): Promise<StepOutcome> {
-    const replies = await Promise.all(this.children.map((child) => this.ask(child, { type: 'run', agents, seconds, intervalMs, startAtEpochMs })));
+  async run(target: Target, agents: number, seconds: number, intervalMs: number, startAtEpochMs: number): Promise<StepOutcome> {
+    const replies = await Promise.all(this.children.map((child) => this.ask(child, { type: 'run', target, agents, seconds, intervalMs, startAtEpochMs })));
     const outcomes = replies.map((r) => (r as Extract<GeneratorReply, { type: 'result' }>).outcome);
     const errors = new Map<string, number>();
     for (const [key, n] of outcomes.flatMap((o) => o.errors)) errors.set(key, (errors.get(key) ?? 0) + n);
@@ -311,10 +327,10 @@ class LoadGenerators {
   }
 }
 
-async function runStep(api: ApiProcess, stores: StoreCpu, generators: LoadGenerators, transport: Transport, agents: number, seconds: number, intervalSeconds: number): Promise<StepResult> {
-  // Every process starts the step at the same wall-clock moment; the API's counters are read then.
+async function runStep(target: Target, api: ServerProcess, stores: StoreCpu, generators: LoadGenerators, transport: Transport, agents: number, seconds: number, intervalSeconds: number): Promise<StepResult> {
+  // Every process starts the step at the same wall-clock moment; the server's counters are read then.
   const startAtEpochMs = Date.now() + 200;
-  const running = generators.run(agents, seconds, intervalSeconds * 1000, startAtEpochMs);
+  const running = generators.run(target, agents, seconds, intervalSeconds * 1000, startAtEpochMs);
   await new Promise((r) => setTimeout(r, startAtEpochMs - Date.now()));
   const [apiCpuBefore, machineBefore, storeBefore] = await Promise.all([processCpuMs(api.pid), readCpuTimes(), stores.sample()]);
   const windowStart = monotonicMicros();
@@ -327,6 +343,7 @@ async function runStep(api: ApiProcess, stores: StoreCpu, generators: LoadGenera
   const latencies = outcome.latencies.sort((a, b) => a - b);
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN;
   return {
+    target,
     transport,
     agents,
     offered: agents / intervalSeconds,
@@ -442,6 +459,72 @@ async function summariseProfile(file: string, [from, to]: [number, number], hear
   print('by function:', byFunction, 20);
 }
 
+// ------------------------------------------------------------------------------------------------ report
+
+const SERVER_NAMES: Record<Target, string> = { api: 'API', baseline: 'baseline server' };
+
+function printStep(result: StepResult) {
+  const errors = result.failed ? `\n        failures: ${[...result.errors].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([k, v]) => `${v}× ${k}`).join('; ')}` : '';
+  console.log(
+    [
+      result.transport.padEnd(9),
+      (result.target === 'api' ? 'convoy' : 'baseline').padEnd(8),
+      String(result.agents).padStart(6),
+      result.offered.toFixed(0).padStart(9),
+      result.rate.toFixed(0).padStart(12),
+      result.p50.toFixed(1).padStart(7),
+      result.p99.toFixed(1).padStart(7),
+      result.max.toFixed(1).padStart(7),
+      String(result.failed).padStart(6),
+      `${result.rss.toFixed(0).padStart(6)} (${result.peakRss.toFixed(0)})`.padEnd(13),
+      result.apiCpuPercent.toFixed(0).padStart(12),
+      result.apiCpuMsPerHeartbeat.toFixed(2).padStart(16),
+      result.benchCpuPercent.toFixed(0).padStart(11),
+      result.storeCpuPercent.toFixed(0).padStart(14),
+      result.machineCpuPercent.toFixed(0).padStart(13),
+      result.otherCpuPercent.toFixed(0).padStart(11),
+    ].join('  ') + errors,
+  );
+}
+
+/** Convoy's figures over the baseline's, for each step of each transport (the two ran back to back). */
+function printComparison(results: StepResult[], transports: Transport[]) {
+  console.log('Convoy against the baseline, step by step (ratio = Convoy / baseline):');
+  console.log('transport  agents   p50 ms convoy  baseline  ratio   p99 ms convoy  baseline  ratio   CPU ms/hb convoy  baseline  ratio');
+  for (const transport of transports) {
+    const steps = results.filter((r) => r.transport === transport);
+    for (let i = 0; i + 1 < steps.length; i += 2) {
+      const [convoy, floor] = [steps[i]!, steps[i + 1]!];
+      const ratio = (a: number, b: number) => (b > 0 ? (a / b).toFixed(1) : '-').padStart(5);
+      console.log(
+        [
+          transport.padEnd(9),
+          String(convoy.agents).padStart(6),
+          convoy.p50.toFixed(1).padStart(14),
+          floor.p50.toFixed(1).padStart(8),
+          ratio(convoy.p50, floor.p50),
+          convoy.p99.toFixed(1).padStart(14),
+          floor.p99.toFixed(1).padStart(8),
+          ratio(convoy.p99, floor.p99),
+          convoy.apiCpuMsPerHeartbeat.toFixed(2).padStart(17),
+          floor.apiCpuMsPerHeartbeat.toFixed(2).padStart(8),
+          ratio(convoy.apiCpuMsPerHeartbeat, floor.apiCpuMsPerHeartbeat),
+        ].join('  '),
+      );
+    }
+  }
+  console.log('');
+}
+
+/** The highest-rate step of a server over a transport with no failures and p99 within the target. */
+function bestStep(results: StepResult[], target: Target, transport: Transport): StepResult | undefined {
+  return results.filter((r) => r.target === target && r.transport === transport && r.failed === 0 && r.p99 <= TARGET.p99Ms).sort((a, b) => b.rate - a.rate)[0];
+}
+
+function describeBest(step: StepResult | undefined): string {
+  return step ? `${step.rate.toFixed(0)} heartbeats/s at ${step.agents} agents (p99 ${step.p99.toFixed(1)} ms)` : 'none';
+}
+
 // ------------------------------------------------------------------------------------------------ main
 
 const options = parseArgs(process.argv.slice(2));
@@ -478,59 +561,50 @@ try {
   const stores = await StoreCpu.connect(database.name);
   cleanups.push(() => stores.close());
 
+  const baseline = options.baseline ? await startBaseline(options.apiNodeArgs) : null;
+  if (baseline) cleanups.push(() => baseline.stop());
+  const servers: [Target, ServerProcess][] = baseline ? [['api', api], ['baseline', baseline]] : [['api', api]];
+
   const results: StepResult[] = [];
   for (const transport of options.transports) {
-    const connecting = performance.now();
-    await generators.connect(api.url, transport, fleet);
     console.log('');
-    console.log(`${transport}: ${fleet.length} agents connected (one uncounted heartbeat each) in ${((performance.now() - connecting) / 1000).toFixed(1)} s; API RSS ${(await rssMb(api.pid)).rss.toFixed(0)} MB`);
-    // Warm-up: JIT, connection pools and prepared statements, not counted.
-    await runStep(api, stores, generators, transport, Math.min(50, fleet.length), 2, options.intervalSeconds / 4);
-    console.log('transport  agents  offered/s  heartbeats/s   p50 ms   p99 ms   max ms  failed  API RSS MB (peak)  API CPU %  API CPU ms/hb  bench CPU %  PG+Redis CPU %  machine CPU %  other CPU %');
+    for (const [target, server] of servers) {
+      const connecting = performance.now();
+      await generators.connect(target, server.url, transport, fleet);
+      console.log(`${transport}: ${fleet.length} agents connected to the ${SERVER_NAMES[target]} (one uncounted heartbeat each) in ${((performance.now() - connecting) / 1000).toFixed(1)} s; its RSS ${(await rssMb(server.pid)).rss.toFixed(0)} MB`);
+      // Warm-up: JIT, connection pools and prepared statements, not counted.
+      await runStep(target, server, stores, generators, transport, Math.min(50, fleet.length), 2, options.intervalSeconds / 4);
+    }
+    console.log('transport  server    agents  offered/s  heartbeats/s   p50 ms   p99 ms   max ms  failed  RSS MB (peak)  server CPU %  server CPU ms/hb  bench CPU %  PG+Redis CPU %  machine CPU %  other CPU %');
+    // Convoy and the baseline take turns at each step, so both meet the machine as it is at that moment.
     for (const n of options.steps) {
-      const result = await runStep(api, stores, generators, transport, n, options.seconds, options.intervalSeconds);
-      results.push(result);
-      const errors = result.failed ? `\n        failures: ${[...result.errors].sort((a, b) => b[1] - a[1]).slice(0, 3).map(([k, v]) => `${v}× ${k}`).join('; ')}` : '';
-      console.log(
-        [
-          transport.padEnd(9),
-          String(n).padStart(6),
-          result.offered.toFixed(0).padStart(9),
-          result.rate.toFixed(0).padStart(12),
-          result.p50.toFixed(1).padStart(7),
-          result.p99.toFixed(1).padStart(7),
-          result.max.toFixed(1).padStart(7),
-          String(result.failed).padStart(6),
-          `${result.rss.toFixed(0).padStart(10)} (${result.peakRss.toFixed(0)})`.padEnd(17),
-          result.apiCpuPercent.toFixed(0).padStart(9),
-          result.apiCpuMsPerHeartbeat.toFixed(2).padStart(13),
-          result.benchCpuPercent.toFixed(0).padStart(11),
-          result.storeCpuPercent.toFixed(0).padStart(14),
-          result.machineCpuPercent.toFixed(0).padStart(13),
-          result.otherCpuPercent.toFixed(0).padStart(11),
-        ].join('  ') + errors,
-      );
+      for (const [target, server] of servers) {
+        const result = await runStep(target, server, stores, generators, transport, n, options.seconds, options.intervalSeconds);
+        results.push(result);
+        printStep(result);
+      }
     }
   }
   console.log('');
+  if (baseline) printComparison(results, options.transports);
   const passing: Transport[] = [];
   for (const transport of options.transports) {
-    const best = results.filter((r) => r.transport === transport && r.failed === 0 && r.p99 <= TARGET.p99Ms).sort((a, b) => b.rate - a.rate)[0];
-    const pass = !!best && best.rate >= TARGET.heartbeatsPerSecond;
+    const [convoy, floor] = [bestStep(results, 'api', transport), bestStep(results, 'baseline', transport)];
+    const pass = !!convoy && convoy.rate >= TARGET.heartbeatsPerSecond;
     if (pass) passing.push(transport);
-    console.log(
-      `${transport}: best step within p99 <= ${TARGET.p99Ms} ms and no failures: ${best ? `${best.rate.toFixed(0)} heartbeats/s at ${best.agents} agents (p99 ${best.p99.toFixed(1)} ms)` : 'none'}; target >= ${TARGET.heartbeatsPerSecond}/s: ${pass ? 'PASS' : 'FAIL'}`,
-    );
+    console.log(`${transport}: best step within p99 <= ${TARGET.p99Ms} ms and no failures: ${describeBest(convoy)}; target >= ${TARGET.heartbeatsPerSecond}/s: ${pass ? 'PASS' : 'FAIL'}`);
+    if (baseline) console.log(`${transport}: the baseline's best step in the same run (what this machine allowed meanwhile): ${describeBest(floor)}`);
   }
   console.log(`target ${passing.length ? `reached over ${passing.join(' and ')}: PASS` : 'reached over no transport: FAIL'}`);
+  const apiResults = results.filter((r) => r.target === 'api');
   if (profileDir) {
     // V8 writes the profile when the API exits.
     await api.stop();
     const main = (await readdir(profileDir)).filter((f) => f.endsWith('.cpuprofile')).map((f) => ({ f, thread: Number(f.split('.').at(-3)) })).sort((a, b) => a.thread - b.thread)[0];
-    for (const [i, result] of main ? results.entries() : []) {
+    for (const [i, result] of main ? apiResults.entries() : []) {
       console.log('');
       console.log(`CPU profile of the API during the ${result.agents}-agent step over ${result.transport} (${join(profileDir, main!.f)}):`);
-      await summariseProfile(join(profileDir, main!.f), result.window, result.ok, results[i + 1]?.transport !== result.transport);
+      await summariseProfile(join(profileDir, main!.f), result.window, result.ok, apiResults[i + 1]?.transport !== result.transport);
     }
   }
 } catch (error) {

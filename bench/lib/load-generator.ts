@@ -9,11 +9,14 @@ import { WORKER_HEARTBEAT } from '../../worker-agent/src/agent.js';
 import { randomBytes } from 'node:crypto';
 
 export type Transport = 'http' | 'ws';
+/** Convoy's API, or the bench's baseline server (bench/lib/baseline-server.ts). */
+export type Target = 'api' | 'baseline';
 export type SimulatedAgent = { index: number; hostname: string; credential: string };
 export type GeneratorRequest =
-  | { type: 'connect'; apiUrl: string; transport: Transport; agents: SimulatedAgent[] }
+  /** Opens every agent's connection to `url`, replacing those it had to the same target. */
+  | { type: 'connect'; target: Target; url: string; transport: Transport; agents: SimulatedAgent[] }
   /** Agents with an index below `agents` take part; the step starts at `startAtEpochMs` in every process. */
-  | { type: 'run'; agents: number; seconds: number; intervalMs: number; startAtEpochMs: number }
+  | { type: 'run'; target: Target; agents: number; seconds: number; intervalMs: number; startAtEpochMs: number }
   | { type: 'close' };
 export type StepOutcome = { ok: number; failed: number; errors: [string, number][]; latencies: number[]; cpuMs: number };
 export type GeneratorReply = { type: 'connected' } | { type: 'result'; outcome: StepOutcome } | { type: 'closed' } | { type: 'error'; message: string };
@@ -39,23 +42,29 @@ function describe(error: unknown): string {
   return error instanceof GraphQLRequestError ? `${error.code}: ${error.message.slice(0, 80)}` : `${(error as Error).name}: ${(error as Error).message.slice(0, 80)}`;
 }
 
-let agents: Running[] = [];
+// Each target keeps its own connections, so steps can alternate between them without reconnecting.
+const fleets = new Map<Target, Running[]>();
+
+async function close(target: Target) {
+  await Promise.allSettled((fleets.get(target) ?? []).map((a) => a.client.close?.()));
+  fleets.delete(target);
+}
 
 async function closeAll() {
-  await Promise.allSettled(agents.map((a) => a.client.close?.()));
-  agents = [];
+  await Promise.all([...fleets.keys()].map(close));
 }
 
 /**
  * Opens every agent's connection with one uncounted heartbeat (sixteen at a time), so a step measures
  * heartbeats, not WebSocket handshakes or new TCP connections.
  */
-async function connect(apiUrl: string, transport: Transport, fleet: SimulatedAgent[]) {
-  await closeAll();
-  agents = fleet.map((agent) => {
-    const options = { url: apiUrl, timeoutMs: 30_000, headers: { authorization: `Bearer ${agent.credential}` } };
+async function connect({ target, url, transport, agents: fleet }: Extract<GeneratorRequest, { type: 'connect' }>) {
+  await close(target);
+  const agents = fleet.map((agent) => {
+    const options = { url, timeoutMs: 30_000, headers: { authorization: `Bearer ${agent.credential}` } };
     return { ...agent, client: transport === 'ws' ? new GraphQLWsClient(options) : new GraphQLClient(options), input: heartbeatInput(agent.index) };
   });
+  fleets.set(target, agents);
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(16, agents.length) }, async () => {
@@ -71,7 +80,9 @@ async function connect(apiUrl: string, transport: Transport, fleet: SimulatedAge
  * Each agent keeps its schedule (one heartbeat every interval, start times spread over the first) and
  * never has two in flight: when an answer is late, the next heartbeat goes out as soon as it arrives.
  */
-async function run({ agents: count, seconds, intervalMs, startAtEpochMs }: Extract<GeneratorRequest, { type: 'run' }>): Promise<StepOutcome> {
+async function run({ target, agents: count, seconds, intervalMs, startAtEpochMs }: Extract<GeneratorRequest, { type: 'run' }>): Promise<StepOutcome> {
+  const agents = fleets.get(target);
+  if (!agents) throw new Error(`no connections to the ${target} yet`);
   const latencies: number[] = [];
   const errors = new Map<string, number>();
   let ok = 0;
@@ -118,7 +129,7 @@ function reply(message: GeneratorReply) {
 process.on('message', (message: GeneratorRequest) => {
   const work =
     message.type === 'connect'
-      ? connect(message.apiUrl, message.transport, message.agents).then(() => reply({ type: 'connected' }))
+      ? connect(message).then(() => reply({ type: 'connected' }))
       : message.type === 'run'
         ? run(message).then((outcome) => reply({ type: 'result', outcome }))
         : closeAll().then(() => {
