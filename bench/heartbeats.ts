@@ -144,8 +144,8 @@ function startApi(databaseUrl: string, redisPrefix: string, profileDir: string |
   return startServerProcess('API', 'src/main/api.ts', env, nodeArgs);
 }
 
-function startBaseline(extraNodeArgs: string[]): Promise<ServerProcess> {
-  return startServerProcess('baseline server', 'bench/lib/baseline-server.ts', { NODE_ENV: 'production' }, extraNodeArgs);
+function startBaseline(): Promise<ServerProcess> {
+  return startServerProcess('baseline server', 'bench/lib/baseline-server.ts', { NODE_ENV: 'production' }, []);
 }
 
 /** CPU time (user + system) a process has used so far, in ms. */
@@ -561,7 +561,7 @@ try {
   const stores = await StoreCpu.connect(database.name);
   cleanups.push(() => stores.close());
 
-  const baseline = options.baseline ? await startBaseline(options.apiNodeArgs) : null;
+  const baseline = options.baseline ? await startBaseline() : null;
   if (baseline) cleanups.push(() => baseline.stop());
   const servers: [Target, ServerProcess][] = baseline ? [['api', api], ['baseline', baseline]] : [['api', api]];
 

@@ -14,6 +14,7 @@ import { testDocker, uniqueName } from './helpers/swarm.js';
 import { subscribe, waitForListeners } from './helpers/subscribe.js';
 import { collectContainerStats, MetricsCollector, SERVICE_ID_LABEL } from '../worker-agent/src/metrics.js';
 import { WorkerAgent, type HeartbeatReport } from '../worker-agent/src/agent.js';
+import { saveState } from '../worker-agent/src/state.js';
 import { startEmbeddedAgent } from '../worker-agent/src/embedded.js';
 
 let api: TestApi;
@@ -265,6 +266,37 @@ describe('worker agent process', () => {
     }
     await refused.stop();
     await refused.wait();
+  });
+});
+
+describe('a node that joined the swarm after registering', () => {
+  it('reports its Swarm node when the agent starts, so the worker can be drained and removed', async () => {
+    // An API of its own: this machine's Swarm node can belong to one live worker per installation.
+    const own = await startTestApi({ CONVOY_WORKER_HEARTBEAT_SECONDS: '1' });
+    let agent: WorkerAgent | null = null;
+    try {
+      const ownAdmin = await own.register('Admin');
+      const created = await own.gql(`mutation { createWorkerJoinToken(ttlSeconds: 600) { ... on CreateWorkerJoinTokenPayload { token } } }`, {}, { token: ownAdmin.accessToken });
+      // Registered before its engine was in the swarm, as the install script's agent does before joining.
+      const input = { joinToken: created.data.createWorkerJoinToken.token, hostname: uniqueName('joined'), cpuCores: 2, memoryMb: 4096, diskGb: 50, agentVersion: '0.1.0' };
+      const registered = (await own.gql(`mutation($input: RegisterWorkerInput!) { registerWorker(input: $input) { ... on RegisterWorkerPayload { worker { id swarmNodeId } credential } } }`, { input })).data.registerWorker;
+      expect(registered.worker.swarmNodeId).toBeNull();
+      const stateFile = join(dir, 'joined', 'state.json');
+      await mkdir(join(dir, 'joined'), { recursive: true });
+      await saveState(stateFile, { workerId: registered.worker.id, credential: registered.credential, apiUrl: own.url });
+
+      agent = new WorkerAgent({ stateFile, hostname: input.hostname, heartbeatSeconds: 1, docker: testDocker, log: pino({ level: 'silent' }) });
+      expect(await agent.start()).toEqual({ workerId: registered.worker.id, registered: false });
+      const node = (await testDocker.info()).Swarm.NodeID as string;
+      const deadline = Date.now() + 10_000;
+      while ((await own.app.db.worker.findUniqueOrThrow({ where: { id: registered.worker.id } })).swarmNodeId !== node) {
+        if (Date.now() > deadline) throw new Error('the agent did not report its Swarm node');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      await agent?.stop();
+      await own.close();
+    }
   });
 });
 

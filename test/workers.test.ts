@@ -198,13 +198,34 @@ describe('join tokens', () => {
     expect(retry.data.registerWorker.__typename).toBe('RegisterWorkerPayload');
   });
 
-  it('checks the Swarm node id against the swarm', async () => {
+  it('checks the Swarm node id against the swarm, at registration and when a node that joined later reports it', async () => {
     const [node] = await api.app.orchestrator.listNodes();
     const bogus = await registerWorker(undefined, { swarmNodeId: 'aaaaaaaaaaaaaaaaaaaaaaaaa' }).catch((e: Error) => e.message);
     expect(bogus).toContain('is not a node of this swarm');
     const real = await registerWorker(undefined, { swarmNodeId: node!.id });
     const row = await api.app.db.worker.findUniqueOrThrow({ where: { id: real.id } });
     expect(row.swarmNodeId).toBe(node!.id);
+
+    // A node the agent joined to the swarm after registering reports the node it became.
+    const REPORT = `mutation($id: String!) { reportSwarmNode(swarmNodeId: $id) {
+      __typename ... on Worker { id swarmNodeId } ... on ValidationError { fieldErrors { path message } } ... on Error { message } } }`;
+    const joined = await registerWorker();
+    const report = async (swarmNodeId: string, token = joined.credential) => (await api.gql(REPORT, { id: swarmNodeId }, { token })).data?.reportSwarmNode;
+    expect(await report('../../etc')).toMatchObject({ __typename: 'ValidationError', fieldErrors: [{ path: ['swarmNodeId'], message: 'must be a Swarm node id' }] });
+    expect(await report('aaaaaaaaaaaaaaaaaaaaaaaaa')).toMatchObject({ __typename: 'ValidationError', fieldErrors: [{ path: ['swarmNodeId'], message: 'is not a node of this swarm' }] });
+    // Another live worker is that node.
+    expect(await report(node!.id)).toMatchObject({ __typename: 'ConflictError' });
+    expect((await api.app.db.worker.findUniqueOrThrow({ where: { id: joined.id } })).swarmNodeId).toBeNull();
+    expect(codeOf(await api.gql(REPORT, { id: node!.id }, { token: admin.accessToken }))).toBe('FORBIDDEN');
+
+    // The first worker is retired as removeWorker would leave it; removeWorker itself would also remove
+    // this machine's only Swarm node, which the other tests run on.
+    await api.app.db.worker.update({ where: { id: real.id }, data: { removedAt: new Date() } });
+    expect(await report(node!.id)).toEqual({ __typename: 'Worker', id: joined.id, swarmNodeId: node!.id });
+    // Reporting the node it is changes nothing.
+    expect(await report(node!.id)).toEqual({ __typename: 'Worker', id: joined.id, swarmNodeId: node!.id });
+    const audit = await api.app.db.auditLogEntry.findMany({ where: { action: 'worker.swarm_node', resourceId: joined.id } });
+    expect(audit.map((a) => a.metadata)).toEqual([{ swarmNodeId: node!.id, previousSwarmNodeId: null }]);
   });
 });
 

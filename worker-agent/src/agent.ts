@@ -49,6 +49,16 @@ export const WORKER_HEARTBEAT = /* GraphQL */ `
   }
 `;
 
+export const REPORT_SWARM_NODE = /* GraphQL */ `
+  mutation ReportSwarmNode($swarmNodeId: String!) {
+    reportSwarmNode(swarmNodeId: $swarmNodeId) {
+      __typename
+      ... on Worker { id swarmNodeId }
+      ... on Error { message }
+    }
+  }
+`;
+
 type RegisterResult =
   | { __typename: 'RegisterWorkerPayload'; worker: { id: string; hostname: string; status: string }; credential: string; swarm: { joinToken: string; managerAddress: string } | null }
   | { __typename: 'InvalidJoinTokenError'; message: string }
@@ -162,6 +172,7 @@ export class WorkerAgent {
     this.starting ??= this.identify().then((result) => {
       this.loop = this.heartbeatLoop();
       this.startJobs();
+      void this.reportSwarmNode();
       // wait() hands the outcome to whoever asks; nobody asking must not crash the process.
       this.loop.catch(() => {});
       return result;
@@ -428,6 +439,23 @@ export class WorkerAgent {
       return null;
     } finally {
       bounded.dispose();
+    }
+  }
+
+  /**
+   * Best effort, once per start: tells the API which Swarm node this engine is, so a node that joined
+   * the swarm after registering (or joined it again) can be drained, removed and failed over.
+   */
+  private async reportSwarmNode(): Promise<void> {
+    const identity = this.identity;
+    const swarmNodeId = identity ? await this.swarmNodeId() : null;
+    if (!identity || !swarmNodeId || this.signal.aborted) return;
+    try {
+      const result = await identity.client.request<{ reportSwarmNode: { __typename: string; message?: string } }>(REPORT_SWARM_NODE, { swarmNodeId }, { signal: this.signal });
+      if (result.reportSwarmNode.__typename === 'Worker') this.log.debug({ swarmNodeId }, 'the API knows this Swarm node');
+      else this.log.warn({ swarmNodeId, reason: result.reportSwarmNode.message }, 'the API did not record this Swarm node');
+    } catch (error) {
+      if (!this.signal.aborted) this.log.warn({ err: error, swarmNodeId }, 'could not report this Swarm node to the API');
     }
   }
 

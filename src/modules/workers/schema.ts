@@ -313,6 +313,20 @@ builder.mutationField('workerHeartbeat', (t) =>
   }),
 );
 
+builder.mutationField('reportSwarmNode', (t) =>
+  t.prismaField({
+    type: 'Worker',
+    description: "Records the Swarm node this worker's engine is (an agent that joined the swarm after registering); the node must be in this swarm and no other worker's",
+    authScopes: { worker: true },
+    errors: { types: [ValidationError, ConflictError], directResult: true, union: { name: 'ReportSwarmNodeResult' } },
+    args: { swarmNodeId: t.arg.string({ required: true }) },
+    resolve: async (query, _root, args, ctx) => {
+      const worker = await workers.recordSwarmNode(ctx.app, workerIdOf(ctx), { swarmNodeId: args.swarmNodeId }, ctx.requestId);
+      return ctx.app.db.worker.findUniqueOrThrow({ ...query, where: { id: worker.id } });
+    },
+  }),
+);
+
 // ---------------------------------------------------------------- administration
 
 builder.mutationField('drainWorker', (t) =>

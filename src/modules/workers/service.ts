@@ -20,7 +20,7 @@ import type { PlatformAdmin } from './admins.js';
 import { InvalidJoinTokenError } from './errors.js';
 import { announceStatusChanges, publishWorkerEvent, snapshotOf } from './notify.js';
 import { readServiceMetrics, readWorkerMetrics, type ServiceMetricsPoint, type WorkerMetricsPoint } from './metrics.js';
-import { createJoinTokenInput, JOIN_TOKEN, JOIN_TOKEN_PREFIX, registerWorkerInput, WORKER_LIMITS } from './validation.js';
+import { createJoinTokenInput, JOIN_TOKEN, JOIN_TOKEN_PREFIX, registerWorkerInput, reportSwarmNodeInput, WORKER_LIMITS } from './validation.js';
 
 export type WorkerDeps = { db: Db; bus: ConvoyBus; redis: Redis; config: Config; orchestrator: Orchestrator; log: Logger };
 
@@ -155,6 +155,34 @@ export async function registerWorker(deps: WorkerDeps, input: unknown, requestId
   }
   await publishWorkerEvent(deps.bus, { kind: 'REGISTERED', workerId: worker.id, hostname: worker.hostname, status: worker.status, previousStatus: null, resources: [], reason: null, at: now.toISOString() });
   return { worker, credential, swarm };
+}
+
+/**
+ * A node the agent joined to the swarm after registering (with the join data registerWorker hands out)
+ * reports the Swarm node it became, so drain, remove and failover can act on it. Recorded when the worker
+ * has no node yet or its recorded node has left the swarm (the engine joined again under a new id); the
+ * node must be in this swarm and belong to no other live worker. Reporting the node it has is a no-op.
+ */
+export async function recordSwarmNode(deps: WorkerDeps, workerId: string, input: unknown, requestId?: string): Promise<Worker> {
+  const { swarmNodeId } = parseInput(reportSwarmNodeInput, input);
+  const worker = await getLiveWorker(deps.db, workerId);
+  if (worker.swarmNodeId === swarmNodeId) return worker;
+  const nodes = await deps.orchestrator.listNodes();
+  if (!nodes.some((n) => n.id === swarmNodeId)) throw ValidationError.single(['swarmNodeId'], 'is not a node of this swarm');
+  if (worker.swarmNodeId && nodes.some((n) => n.id === worker.swarmNodeId)) {
+    throw new ConflictError(`This worker is Swarm node ${worker.swarmNodeId}, which is still in the swarm`, 'swarmNodeId');
+  }
+  let updated: Worker | undefined;
+  try {
+    // Only over the node this call saw: two reports racing cannot both replace it.
+    [updated] = await deps.db.worker.updateManyAndReturn({ where: { id: worker.id, removedAt: null, swarmNodeId: worker.swarmNodeId }, data: { swarmNodeId } });
+  } catch (error) {
+    if (conflictField(error) === 'swarmNodeId') throw new ConflictError(`Swarm node ${swarmNodeId} is already registered as another worker`, 'swarmNodeId');
+    throw error;
+  }
+  if (!updated) throw new ConflictError('The worker changed meanwhile; report the node again', 'swarmNodeId');
+  await recordAudit(deps.db, { workerId, requestId }, 'worker.swarm_node', 'Worker', worker.id, { swarmNodeId, previousSwarmNodeId: worker.swarmNodeId });
+  return updated;
 }
 
 // ---------------------------------------------------------------- administration

@@ -63,6 +63,10 @@ export const registerWorkerInput = z.object({
   agentVersion: z.string().regex(AGENT_VERSION, 'must be a version such as 1.2.3'),
 });
 
+export const reportSwarmNodeInput = z.object({
+  swarmNodeId: z.string().regex(SWARM_NODE_ID, 'must be a Swarm node id'),
+});
+
 export const containerStatsInput = z.object({
   containerId: z.string().regex(CONTAINER_ID, 'must be a Docker container id'),
   serviceId: z.string().regex(RESOURCE_ID, 'must be a service id').nullish(),
