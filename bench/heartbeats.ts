@@ -516,13 +516,24 @@ function printComparison(results: StepResult[], transports: Transport[]) {
   console.log('');
 }
 
-/** The highest-rate step of a server over a transport with no failures and p99 within the target. */
+// A step whose answers kept up with its offer. Answers that arrive after the window are not counted, so
+// a step answered in full reads a little under its offer; one that fell behind reads far under it.
+const KEPT_UP = 0.99;
+
+/** The highest-rate step of a server over a transport that kept up, with no failures and p99 within the target. */
 function bestStep(results: StepResult[], target: Target, transport: Transport): StepResult | undefined {
-  return results.filter((r) => r.target === target && r.transport === transport && r.failed === 0 && r.p99 <= TARGET.p99Ms).sort((a, b) => b.rate - a.rate)[0];
+  return results
+    .filter((r) => r.target === target && r.transport === transport && r.failed === 0 && r.p99 <= TARGET.p99Ms && r.rate >= KEPT_UP * r.offered)
+    .sort((a, b) => b.offered - a.offered)[0];
+}
+
+/** What a step sustained: its offer, which it kept up with. */
+function sustained(step: StepResult): number {
+  return step.offered;
 }
 
 function describeBest(step: StepResult | undefined): string {
-  return step ? `${step.rate.toFixed(0)} heartbeats/s at ${step.agents} agents (p99 ${step.p99.toFixed(1)} ms)` : 'none';
+  return step ? `${sustained(step).toFixed(0)} heartbeats/s sustained at ${step.agents} agents (${step.rate.toFixed(0)}/s answered inside the window, p99 ${step.p99.toFixed(1)} ms)` : 'none';
 }
 
 // ------------------------------------------------------------------------------------------------ main
@@ -590,9 +601,9 @@ try {
   const passing: Transport[] = [];
   for (const transport of options.transports) {
     const [convoy, floor] = [bestStep(results, 'api', transport), bestStep(results, 'baseline', transport)];
-    const pass = !!convoy && convoy.rate >= TARGET.heartbeatsPerSecond;
+    const pass = !!convoy && sustained(convoy) >= TARGET.heartbeatsPerSecond;
     if (pass) passing.push(transport);
-    console.log(`${transport}: best step within p99 <= ${TARGET.p99Ms} ms and no failures: ${describeBest(convoy)}; target >= ${TARGET.heartbeatsPerSecond}/s: ${pass ? 'PASS' : 'FAIL'}`);
+    console.log(`${transport}: best step that kept up, within p99 <= ${TARGET.p99Ms} ms and no failures: ${describeBest(convoy)}; target >= ${TARGET.heartbeatsPerSecond}/s: ${pass ? 'PASS' : 'FAIL'}`);
     if (baseline) console.log(`${transport}: the baseline's best step in the same run (what this machine allowed meanwhile): ${describeBest(floor)}`);
   }
   console.log(`target ${passing.length ? `reached over ${passing.join(' and ')}: PASS` : 'reached over no transport: FAIL'}`);
