@@ -3,12 +3,12 @@
 // and audit only happen when something changes (status back to ONLINE, a resource crossing its threshold).
 //
 // A steady heartbeat (the worker is ONLINE or DRAINING, its agent process the same, its previous heartbeat
-// recent) changes nothing but the worker's last-seen time and metrics, so it is answered as soon as it is
+// recent, no resource newly over its alert threshold) changes nothing but the worker's last-seen time and metrics, so it is answered as soon as it is
 // queued for the next batch, a few milliseconds before that batch commits. Measured on two shared cores,
 // waiting for PostgreSQL and Redis put every scheduling hiccup of either into the heartbeat's latency: at
 // 2,000 heartbeats/s the p99 went over 100 ms while the API itself was never blocked that long. Every
 // other heartbeat (a worker this process has not written yet, a new agent session, a worker that may have
-// been marked UNHEALTHY meanwhile) waits for its write, its status-change notifications and alerts, as
+// been marked UNHEALTHY meanwhile, a new alert) waits for its write, its status-change notifications and alerts, as
 // does every heartbeat while writes are backing up.
 import type { Db } from '../../platform/db/client.js';
 import type { Redis } from '../../platform/redis/connection.js';
@@ -21,7 +21,7 @@ import { UnauthenticatedError } from '../common/errors.js';
 import { heartbeatInput } from './validation.js';
 import { InFlightBatcher } from './batcher.js';
 import { writeHeartbeatMetrics, type HeartbeatSample, type NodeSample } from './metrics.js';
-import { announceResourceExhaustion, announceStatusChanges, exhaustedResources, snapshotOf, type MetricsSnapshot, type Resource, type StatusChange } from './notify.js';
+import { announceResourceExhaustion, announceStatusChanges, newlyExhausted, snapshotOf, type MetricsSnapshot, type Resource, type StatusChange } from './notify.js';
 
 export type HeartbeatDeps = { db: Db; bus: ConvoyBus; redis: Redis; config: Config; log: Logger };
 
@@ -180,8 +180,7 @@ async function writeBatch(deps: HeartbeatDeps, known: Map<string, Worker>, heart
     written.push(h);
     events.push({ workerId: h.workerId, hostname: worker.hostname, status: worker.status, at: h.snapshot.at, ...h.node });
     if (previousStatus !== worker.status) changes.push({ worker, previousStatus, reason: 'heartbeats resumed' });
-    const before = new Set(exhaustedResources(snapshotOf(previousMetrics), deps.config.workers.alerts));
-    const crossed = exhaustedResources(h.snapshot, deps.config.workers.alerts).filter((r) => !before.has(r));
+    const crossed = newlyExhausted(snapshotOf(previousMetrics), h.snapshot, deps.config.workers.alerts);
     if (crossed.length) alerts.push([worker, crossed, h.snapshot]);
     return worker;
   });
@@ -210,9 +209,7 @@ function isSteady(deps: HeartbeatDeps, worker: Worker | undefined, heartbeat: He
   // Silent long enough for the health sweep to have marked it UNHEALTHY: its recovery is announced first.
   const silentMs = heartbeat.at.getTime() - (worker.lastHeartbeatAt?.getTime() ?? 0);
   if (silentMs >= deps.config.workers.unhealthySeconds * 1000) return false;
-  const { alerts } = deps.config.workers;
-  const before = exhaustedResources(snapshotOf(worker.lastMetrics), alerts);
-  return exhaustedResources(heartbeat.snapshot, alerts).every((r) => before.includes(r));
+  return newlyExhausted(snapshotOf(worker.lastMetrics), heartbeat.snapshot, deps.config.workers.alerts).length === 0;
 }
 
 export async function recordHeartbeat(deps: HeartbeatDeps, workerId: string, input: unknown): Promise<HeartbeatResult> {

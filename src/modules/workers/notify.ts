@@ -112,6 +112,12 @@ export function exhaustedResources(metrics: MetricsSnapshot | null, thresholds: 
   return exhausted;
 }
 
+/** Resources over their threshold now that were not before: what an alert is raised for (once). */
+export function newlyExhausted(before: MetricsSnapshot | null, now: MetricsSnapshot, thresholds: AlertThresholds): Resource[] {
+  const already = new Set(exhaustedResources(before, thresholds));
+  return exhaustedResources(now, thresholds).filter((r) => !already.has(r));
+}
+
 function describe(resource: Resource, m: MetricsSnapshot): string {
   if (resource === 'CPU') return `CPU ${m.cpuPercent.toFixed(1)} %`;
   if (resource === 'MEMORY') return `memory ${((m.memoryUsedMb / m.memoryTotalMb) * 100).toFixed(1)} % (${m.memoryUsedMb} of ${m.memoryTotalMb} MB)`;
