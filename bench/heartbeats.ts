@@ -17,8 +17,10 @@
 // N / capacity; the time an agent spent waiting to send (its previous answer was late) is not counted,
 // so compare rates there, not only latencies.
 import { fork, type ChildProcess } from 'node:child_process';
+import { constants as perfConstants } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import net from 'node:net';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -80,7 +82,7 @@ function positiveInt(text: string, name: string): number {
 // ---------------------------------------------------------------------------------------------- the API
 
 /** A server under load: Convoy's API or the baseline, each in a child process of its own. */
-type ServerProcess = { url: string; pid: number; child: ResultPromise; stop(): Promise<void> };
+type ServerProcess = { url: string; pid: number; child: ResultPromise; gcLog: string; stop(): Promise<void> };
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -96,8 +98,10 @@ async function freePort(): Promise<number> {
 /** Starts `script` with node (and tsx) on a free loopback port, and waits until its /healthz answers. */
 async function startServerProcess(what: string, script: string, env: Record<string, string>, nodeArgs: string[]): Promise<ServerProcess> {
   const port = await freePort();
-  const child = execa('node', [...nodeArgs, '--import', 'tsx', script], {
-    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1' },
+  const gcDir = await mkdtemp(join(tmpdir(), 'convoy-bench-gc-'));
+  const gcLog = join(gcDir, 'gc.log');
+  const child = execa('node', [...nodeArgs, '--import', 'tsx', '--import', new URL('./lib/gc-log.ts', import.meta.url).pathname, script], {
+    env: { ...process.env, ...env, PORT: String(port), HOST: '127.0.0.1', BENCH_GC_LOG: gcLog },
     cwd: ROOT,
     reject: false,
     stdout: 'pipe',
@@ -120,12 +124,15 @@ async function startServerProcess(what: string, script: string, env: Record<stri
     url,
     pid: child.pid!,
     child,
+    gcLog,
     async stop() {
-      if (child.exitCode !== null) return;
-      child.kill('SIGTERM');
-      const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await child;
-      clearTimeout(killer);
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await child;
+        clearTimeout(killer);
+      }
+      await rm(gcDir, { recursive: true, force: true });
     },
   };
 }
@@ -195,6 +202,27 @@ class StoreCpu {
   close(): Promise<void> {
     return this.admin.end();
   }
+}
+
+/** The server's garbage collections during a step: young-generation scavenges and full mark-compacts. */
+type GcFigures = { scavenges: number; scavengeMs: number; scavengeMaxMs: number; markCompacts: number; markCompactMaxMs: number };
+
+async function gcDuring(gcLog: string, fromEpochMs: number, toEpochMs: number): Promise<GcFigures> {
+  const figures: GcFigures = { scavenges: 0, scavengeMs: 0, scavengeMaxMs: 0, markCompacts: 0, markCompactMaxMs: 0 };
+  const text = await readFile(gcLog, 'utf8').catch(() => '');
+  for (const line of text.split('\n')) {
+    const [at, kind, ms] = line.split(' ').map(Number);
+    if (at === undefined || kind === undefined || ms === undefined || at < fromEpochMs || at > toEpochMs) continue;
+    if (kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) {
+      figures.scavenges++;
+      figures.scavengeMs += ms;
+      figures.scavengeMaxMs = Math.max(figures.scavengeMaxMs, ms);
+    } else if (kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) {
+      figures.markCompacts++;
+      figures.markCompactMaxMs = Math.max(figures.markCompactMaxMs, ms);
+    }
+  }
+  return figures;
 }
 
 async function rssMb(pid: number): Promise<{ rss: number; peak: number }> {
@@ -274,6 +302,7 @@ type StepResult = {
   otherCpuPercent: number;
   /** Monotonic clock (µs, the CPU profile's time base) at the start and end of the step. */
   window: [number, number];
+  gc: GcFigures;
 };
 
 /**
@@ -335,11 +364,16 @@ async function runStep(target: Target, api: ServerProcess, stores: StoreCpu, gen
   const [apiCpuBefore, machineBefore, storeBefore] = await Promise.all([processCpuMs(api.pid), readCpuTimes(), stores.sample()]);
   const windowStart = monotonicMicros();
   const start = performance.now();
+  const startEpochMs = Date.now();
   const outcome = await running;
   const windowEnd = monotonicMicros();
+  const endEpochMs = Date.now();
   const elapsedMs = performance.now() - start;
   const [memory, apiCpuAfter, machineAfter, storeAfter] = await Promise.all([rssMb(api.pid), processCpuMs(api.pid), readCpuTimes(), stores.sample()]);
   const storeMs = StoreCpu.between(storeBefore, storeAfter);
+  // The server writes its collections to the log every 100 ms.
+  await new Promise((r) => setTimeout(r, 300));
+  const gc = await gcDuring(api.gcLog, startEpochMs, endEpochMs);
   const latencies = outcome.latencies.sort((a, b) => a - b);
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? NaN;
   return {
@@ -364,6 +398,7 @@ async function runStep(target: Target, api: ServerProcess, stores: StoreCpu, gen
     machineCpuPercent: cpuPercentBetween(machineBefore, machineAfter),
     otherCpuPercent: Math.max(0, cpuPercentBetween(machineBefore, machineAfter) * cpus().length - ((apiCpuAfter - apiCpuBefore) / elapsedMs) * 100 - (outcome.cpuMs / elapsedMs) * 100 - (storeMs / elapsedMs) * 100),
     window: [windowStart, windowEnd],
+    gc,
   };
 }
 
@@ -487,6 +522,27 @@ function printStep(result: StepResult) {
   );
 }
 
+/** Each step's garbage collection in the server: its pauses are what a heartbeat arriving meanwhile waits for. */
+function printGc(results: StepResult[]) {
+  console.log("Garbage collection in the server during each step (pauses of the server's main thread):");
+  console.log('transport  server    agents  scavenges  scavenge ms total  scavenge ms max  mark-compacts  mark-compact ms max');
+  for (const r of results) {
+    console.log(
+      [
+        r.transport.padEnd(9),
+        (r.target === 'api' ? 'convoy' : 'baseline').padEnd(8),
+        String(r.agents).padStart(6),
+        String(r.gc.scavenges).padStart(9),
+        r.gc.scavengeMs.toFixed(0).padStart(17),
+        r.gc.scavengeMaxMs.toFixed(1).padStart(15),
+        String(r.gc.markCompacts).padStart(13),
+        r.gc.markCompactMaxMs.toFixed(1).padStart(19),
+      ].join('  '),
+    );
+  }
+  console.log('');
+}
+
 /** Convoy's figures over the baseline's, for each step of each transport (the two ran back to back). */
 function printComparison(results: StepResult[], transports: Transport[]) {
   console.log('Convoy against the baseline, step by step (ratio = Convoy / baseline):');
@@ -598,6 +654,7 @@ try {
   }
   console.log('');
   if (baseline) printComparison(results, options.transports);
+  printGc(results);
   const passing: Transport[] = [];
   for (const transport of options.transports) {
     const [convoy, floor] = [bestStep(results, 'api', transport), bestStep(results, 'baseline', transport)];

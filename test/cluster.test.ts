@@ -161,14 +161,19 @@ async function deployService(owner: TestUser, name: string): Promise<string> {
   );
   expect(created.data.createService.__typename, JSON.stringify(created)).toBe('Service');
   const id = created.data.createService.id as string;
-  const deployed = await api.gql(`mutation($s: ID!) { deployService(serviceId: $s) { __typename ... on Deployment { id } } }`, { s: id }, { token: owner.accessToken });
+  await deploy(owner, id);
+  return id;
+}
+
+/** Deploys the service again and waits for the deployment to be RUNNING. */
+async function deploy(owner: TestUser, serviceId: string): Promise<void> {
+  const deployed = await api.gql(`mutation($s: ID!) { deployService(serviceId: $s) { __typename ... on Deployment { id } } }`, { s: serviceId }, { token: owner.accessToken });
   const deploymentId = deployed.data.deployService.id as string;
-  await eventually(`service ${name} to run`, 60_000, async () => {
+  await eventually(`deployment of ${serviceId} to run`, 60_000, async () => {
     const deployment = await api.app.db.deployment.findUniqueOrThrow({ where: { id: deploymentId } });
     if (deployment.status === 'FAILED') throw new Error(`deployment failed: ${deployment.reason}`);
     return deployment.status === 'RUNNING';
   });
-  return id;
 }
 
 /** Node number -> running replicas of the service, from Swarm (through node 1). */
@@ -270,7 +275,7 @@ describe('failover on a three-node swarm', () => {
     expect((await api.app.db.worker.findUniqueOrThrow({ where: { id: workerIds.get(3)! } })).status).toBe('ONLINE');
   });
 
-  it('an agent lost while its engine runs: AUTOMATIC moves the tasks off itself, MANUAL waits for migrateService, NONE stays DEGRADED until it is back', async () => {
+  it('an agent lost while its engine runs: AUTOMATIC moves the tasks off itself, MANUAL waits for migrateService, NONE stays DEGRADED until redeployed, off that node', async () => {
     // Swarm does not rebalance onto the node that came back: node 1 runs tasks of both services.
     expect((await placement(aliceService))[1]).toBeGreaterThan(0);
     expect((await placement(bobService))[1]).toBeGreaterThan(0);
@@ -317,11 +322,19 @@ describe('failover on a three-node swarm', () => {
     expect(await serviceStatus(carolService)).toBe('DEGRADED');
     expect((await placement(carolService))[1]).toBeGreaterThan(0);
 
-    // The agent comes back: Convoy lifts its exclusions; the tasks stay where they are.
+    // A deploy meanwhile, whatever the policy, places no task on the unhealthy worker's node (Swarm
+    // alone would spread the three replicas over all three nodes).
+    await deploy(carol, carolService);
+    const redeployed = await placement(carolService);
+    expect(total(redeployed)).toBe(3);
+    expect(redeployed[1]).toBeUndefined();
+    expect((await api.app.orchestrator.findServiceByName(swarmServiceName(carolService)))!.labels[EXCLUDED_NODES_LABEL]).toBe(lab.swarmNodeId(1));
+    expect(await serviceStatus(carolService)).toBe('RUNNING');
+
+    // The agent comes back: Convoy lifts its exclusions, the deploy's included; the tasks stay where they are.
     await startAgent(1);
-    await eventually('Carol\'s service to be RUNNING', 10_000, async () => (await serviceStatus(carolService)) === 'RUNNING');
     await eventually('the exclusions to be lifted', 10_000, async () => {
-      const services = await Promise.all([aliceService, bobService].map((id) => api.app.orchestrator.findServiceByName(swarmServiceName(id))));
+      const services = await Promise.all([aliceService, bobService, carolService].map((id) => api.app.orchestrator.findServiceByName(swarmServiceName(id))));
       return services.every((s) => !s!.labels[EXCLUDED_NODES_LABEL]);
     });
     expect((await placement(aliceService))[1]).toBeUndefined();

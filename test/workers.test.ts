@@ -329,6 +329,28 @@ describe('heartbeats and metrics', () => {
     expect(await redis.keys(`${api.config.redisPrefix}:metrics:service:cm0000000000000000000000:*`)).toEqual([]);
   });
 
+  it("answers steady heartbeats with the worker as last written, changes made meanwhile included", async () => {
+    const worker = await registerWorker();
+    const beat = async (load1: number) => {
+      const answer = await api.gql(
+        `mutation($input: WorkerHeartbeatInput!) { workerHeartbeat(input: $input) { worker { labels { key value } lastMetrics { load1 } } } }`,
+        { input: { cpuPercent: 10, memoryUsedMb: 1000, memoryTotalMb: 4000, diskUsedGb: 10, diskTotalGb: 50, load1, containers: [] } },
+        { token: worker.credential },
+      );
+      expect(answer.errors).toBeUndefined();
+      return answer.data.workerHeartbeat.worker;
+    };
+    const storedLoad = async () => ((await api.app.db.worker.findUniqueOrThrow({ where: { id: worker.id } })).lastMetrics as { load1?: number }).load1;
+    expect(await beat(1)).toEqual({ labels: [], lastMetrics: { load1: 1 } });
+    // Changed behind the API's back (an operator in SQL): the next write brings it into the answers.
+    await api.app.db.worker.update({ where: { id: worker.id }, data: { labels: { zone: 'b' } } });
+    expect(await beat(2)).toEqual({ labels: [], lastMetrics: { load1: 2 } });
+    await waitFor('the second heartbeat to be written', async () => (await storedLoad()) === 2, 5000, 20);
+    expect(await beat(3)).toEqual({ labels: [{ key: 'zone', value: 'b' }], lastMetrics: { load1: 3 } });
+    await waitFor('the third heartbeat to be written', async () => (await storedLoad()) === 3, 5000, 20);
+    expect(await beat(4)).toEqual({ labels: [{ key: 'zone', value: 'b' }], lastMetrics: { load1: 4 } });
+  });
+
   it('answers a steady heartbeat without waiting for its write, and a new agent process only once its heartbeat is written', async () => {
     const worker = await registerWorker();
     const session = randomBytes(8).toString('hex');

@@ -1,4 +1,5 @@
 // `npm start`: the API (GraphQL over HTTP, SSE and WebSocket, health, readiness), after applying migrations.
+import '../platform/runtime/gc-tuning.js';
 import { loadConfig } from '../config.js';
 import { createApp } from '../app.js';
 import { syncBuiltInTemplates } from '../modules/templates/service.js';

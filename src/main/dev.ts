@@ -1,4 +1,5 @@
 // `npm run dev`: API, controller and an embedded worker agent in one process, for one machine.
+import '../platform/runtime/gc-tuning.js';
 import { loadConfig } from '../config.js';
 import { createApp } from '../app.js';
 import { syncBuiltInTemplates } from '../modules/templates/service.js';

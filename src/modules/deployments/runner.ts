@@ -6,7 +6,8 @@ import { DeploymentKind, DeploymentStatus, ServiceStatus } from '../../generated
 import type { ConvoyBus } from '../../events.js';
 import type { Config } from '../../config.js';
 import type { Logger } from '../../platform/logging/logger.js';
-import { OrchestratorError, type Orchestrator, type RolloutResult } from '../../platform/orchestrator/index.js';
+import { OrchestratorError, type Orchestrator, type RolloutResult, type SwarmServiceSpec } from '../../platform/orchestrator/index.js';
+import { nodesToAvoid } from '../workers/failover.js';
 import { transitionServiceStatus } from '../services/service.js';
 import { FINISHED_STATUSES } from './service.js';
 import { organizationNetworkName, swarmServiceName, toSwarmSpec, type DeploymentConfig } from './spec.js';
@@ -26,8 +27,9 @@ function activeServiceStatus(kind: DeploymentKind): ServiceStatus {
   return kind === DeploymentKind.ROLLBACK ? ServiceStatus.ROLLING_BACK : ServiceStatus.DEPLOYING;
 }
 
-function specFor(deps: RunnerDeps, service: Service, deployment: Deployment) {
-  return toSwarmSpec(
+/** The deployment as a Swarm spec, kept off the nodes of failed workers (see nodesToAvoid). */
+async function specFor(deps: RunnerDeps, service: Service, deployment: Deployment): Promise<SwarmServiceSpec> {
+  const spec = toSwarmSpec(
     {
       serviceId: service.id,
       organizationId: service.organizationId,
@@ -39,6 +41,7 @@ function specFor(deps: RunnerDeps, service: Service, deployment: Deployment) {
     },
     deps.config.deploy,
   );
+  return { ...spec, excludedNodes: await nodesToAvoid(deps, service.id) };
 }
 
 /** Idempotent: a finished deployment is left alone; an interrupted one resumes where Swarm is. */
@@ -58,7 +61,7 @@ export async function runDeployment(deps: RunnerDeps, deploymentId: string, sign
   // The status change is bookkeeping: it runs alongside the Swarm calls rather than before them.
   const statusChange = deployment.kind !== DeploymentKind.STOP ? transitionServiceStatus(deps, service.id, activeServiceStatus(deployment.kind), `${deployment.kind.toLowerCase()} ${deployment.id} started`) : Promise.resolve(null);
 
-  const spec = specFor(deps, service, deployment);
+  const spec = await specFor(deps, service, deployment);
   try {
     await applySpec(deps, service, deployment, spec, deadline, signal, statusChange);
   } catch (error) {
@@ -69,7 +72,7 @@ export async function runDeployment(deps: RunnerDeps, deploymentId: string, sign
   }
 }
 
-async function applySpec(deps: RunnerDeps, service: Service, deployment: Deployment, spec: ReturnType<typeof specFor>, deadline: Date, signal: AbortSignal | undefined, statusChange: Promise<unknown>) {
+async function applySpec(deps: RunnerDeps, service: Service, deployment: Deployment, spec: SwarmServiceSpec, deadline: Date, signal: AbortSignal | undefined, statusChange: Promise<unknown>) {
   await deps.orchestrator.ensureNetwork(organizationNetworkName(service.organizationId), { 'convoy.organization-id': service.organizationId, 'convoy.managed': 'true' });
   const existing = await deps.orchestrator.findServiceByName(spec.name);
   let swarmServiceId: string;
@@ -127,14 +130,16 @@ async function handleFailure(deps: RunnerDeps, service: Service, deployment: Dep
 
   if (!previous) {
     // Nothing healthy to return to: stop the crash loop, keep the Swarm service for its logs.
-    await deps.orchestrator.updateService(swarmServiceId, { ...specFor(deps, service, deployment), replicas: 0 }).catch((error) => deps.log.warn({ err: error }, 'could not scale a failed first deployment to zero'));
+    await specFor(deps, service, deployment)
+      .then((spec) => deps.orchestrator.updateService(swarmServiceId, { ...spec, replicas: 0 }))
+      .catch((error) => deps.log.warn({ err: error }, 'could not scale a failed first deployment to zero'));
     await transitionServiceStatus(deps, service.id, ServiceStatus.FAILED, `deployment ${deployment.id} failed: ${reason}`);
     return fail();
   }
   if (result.outcome !== 'rolled_back') {
     await transitionServiceStatus(deps, service.id, ServiceStatus.ROLLING_BACK, `restoring deployment ${previous.id}`);
     const info = await deps.orchestrator.inspectService(swarmServiceId);
-    if (info.deploymentLabel !== previous.id) await deps.orchestrator.updateService(swarmServiceId, specFor(deps, service, previous));
+    if (info.deploymentLabel !== previous.id) await deps.orchestrator.updateService(swarmServiceId, await specFor(deps, service, previous));
     const restored = await deps.orchestrator.waitForRollout(swarmServiceId, { deploymentId: previous.id, desiredReplicas: previous.replicas, deadline: new Date(Date.now() + deps.config.deploy.timeoutSeconds * 1000) });
     if (restored.outcome !== 'healthy') {
       await transitionServiceStatus(deps, service.id, ServiceStatus.FAILED, `deployment ${deployment.id} failed and restoring ${previous.id} failed too: ${restored.reason}`);

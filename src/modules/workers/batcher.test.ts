@@ -42,6 +42,23 @@ describe('InFlightBatcher', () => {
     expect(runs).toEqual([[1], [2], [3, 4, 5]]);
   });
 
+  it('never has two items with the same key in flight at once, so the later one lands last', async () => {
+    // Two writers of the same row racing: whichever commits last wins, so order has to come from here.
+    const landed = new Map<string, string>();
+    const runs: string[][] = [];
+    const batcher = new InFlightBatcher<string, string>(async (items) => {
+      runs.push(items);
+      // The first run is the slow one: were 'a2' let into the free slot, it would land before 'a1'.
+      await new Promise((r) => setTimeout(r, runs.length === 1 ? 40 : 5));
+      for (const item of items) landed.set(item[0]!, item);
+      return items;
+    }, { concurrency: 2, keyOf: (item) => item[0]! });
+    await Promise.all(['a1', 'a2', 'b1'].map((item) => batcher.run(item)));
+    // The free slot goes to another key meanwhile.
+    expect(runs).toEqual([['a1'], ['b1'], ['a2']]);
+    expect(landed.get('a')).toBe('a2');
+  });
+
   it('starts runs at least lingerMs apart, and an item at once after a quiet spell', async () => {
     const runs: number[][] = [];
     const batcher = new InFlightBatcher<number, number>(async (items) => {

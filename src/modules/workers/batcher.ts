@@ -2,7 +2,10 @@ export type BatcherOptions<Item> = {
   maxItems?: number;
   /** Runs in flight at once (1 by default). */
   concurrency?: number;
-  /** Items with the same key never share a run: the later ones wait for the next. */
+  /**
+   * Items with the same key never share a run, nor run while another with their key is in flight: the
+   * later ones wait, so same-key items take effect in the order they arrived.
+   */
   keyOf?: (item: Item) => string;
   /**
    * Runs start at least this far apart: a run that could start sooner after the previous one waits
@@ -23,6 +26,7 @@ export class InFlightBatcher<Item, Result> {
   private active = 0;
   private lingering: ReturnType<typeof setTimeout> | null = null;
   private lastStartAt = -Infinity;
+  private readonly keysInFlight = new Set<string>();
 
   /** `work` answers with one result per item, in order. */
   constructor(
@@ -49,7 +53,7 @@ export class InFlightBatcher<Item, Result> {
     const keys = new Set<string>();
     for (const queued of this.queue) {
       const key = keyOf?.(queued.item);
-      if (run.length >= maxItems || (key !== undefined && keys.has(key))) {
+      if (run.length >= maxItems || (key !== undefined && (keys.has(key) || this.keysInFlight.has(key)))) {
         rest.push(queued);
         continue;
       }
@@ -57,7 +61,8 @@ export class InFlightBatcher<Item, Result> {
       run.push(queued);
     }
     this.queue = rest;
-    return run;
+    for (const key of keys) this.keysInFlight.add(key);
+    return { run, keys };
   }
 
   private pump() {
@@ -75,8 +80,10 @@ export class InFlightBatcher<Item, Result> {
         clearTimeout(this.lingering);
         this.lingering = null;
       }
+      const { run, keys } = this.takeRun();
+      // Everything waiting has a key in flight: the run that finishes will pump again.
+      if (run.length === 0) return;
       this.lastStartAt = performance.now();
-      const run = this.takeRun();
       this.active++;
       Promise.resolve()
         .then(() => this.work(run.map((queued) => queued.item)))
@@ -85,6 +92,7 @@ export class InFlightBatcher<Item, Result> {
           (error: unknown) => run.forEach((queued) => queued.reject(error)),
         )
         .finally(() => {
+          for (const key of keys) this.keysInFlight.delete(key);
           this.active--;
           this.pump();
         });

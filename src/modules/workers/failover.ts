@@ -13,8 +13,12 @@
 // service. Swarm treats a placement-only change specially: it replaces just the tasks on nodes that no
 // longer satisfy the constraints, one at a time per the service's update policy (start-first where it
 // can), and leaves the others running. Convoy lifts the constraint once the worker is back ONLINE (or
-// removed); the next deploy applies a fresh spec without it anyway. A forced restart of the whole
-// service, or draining the node, would disturb healthy tasks or other organizations' services.
+// removed). A forced restart of the whole service, or draining the node, would disturb healthy tasks or
+// other organizations' services.
+//
+// Deploys: whatever the policy, a deploy (or a rollback to an earlier one) places no task on the node of
+// a failed worker while another node can take it (`nodesToAvoid`): the policy governs what happens to
+// tasks already running there, and a fresh spec would otherwise hand that node new ones.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Queue } from 'bullmq';
 import type { Db } from '../../platform/db/client.js';
@@ -357,6 +361,25 @@ export async function releaseNodeExclusions(deps: FailoverDeps): Promise<string[
     if (done) released.push(swarm.id);
   }
   return released;
+}
+
+/**
+ * The nodes a deploy of the service keeps its tasks off: those of failed workers, and those a migration
+ * of the service is still moving tasks off (as releaseNodeExclusions keeps them, which lifts these too).
+ * None when that would leave no ready node to run on, since Swarm would then run nothing at all.
+ */
+export async function nodesToAvoid(deps: Pick<FailoverDeps, 'db' | 'orchestrator'>, serviceId: string): Promise<string[]> {
+  const [failed, migrating] = await Promise.all([
+    deps.db.worker.findMany({ where: { removedAt: null, status: { in: FAILED_WORKER_STATUSES }, swarmNodeId: { not: null } }, select: { swarmNodeId: true } }),
+    deps.db.serviceMigration.findMany({ where: { serviceId, status: ServiceMigrationStatus.MIGRATING }, select: { fromNodeId: true, moves: true } }),
+  ]);
+  const avoid = new Set([...failed.map((w) => w.swarmNodeId), ...migrating.flatMap((m) => [m.fromNodeId, ...movesOf(m).map((move) => move.fromNodeId)])]);
+  avoid.delete(null);
+  // The usual case: no Swarm call.
+  if (avoid.size === 0) return [];
+  const nodes = await deps.orchestrator.listNodes();
+  if (!nodes.some((n) => n.state === 'ready' && n.availability === 'active' && !avoid.has(n.id))) return [];
+  return nodes.filter((n) => avoid.has(n.id)).map((n) => n.id).sort();
 }
 
 /** DEGRADED services (no migration running) whose replicas all run on healthy workers again become RUNNING. */

@@ -120,8 +120,9 @@ function stateFor(deps: HeartbeatDeps): HeartbeatState {
     const known = new Map<string, Worker>();
     state = {
       services: new LiveServiceCache(deps.db, deps.log),
-      // An UPDATE changes a row once: a worker's second heartbeat waits for the next batch. Two batches
-      // in flight keep PostgreSQL and Redis busy while the previous answers go out.
+      // An UPDATE changes a row once, and two batches in flight could commit in either order: a worker's
+      // next heartbeat waits until its previous one is written, so the last one sent is the one kept.
+      // Two batches in flight keep PostgreSQL and Redis busy while the previous answers go out.
       writer: new InFlightBatcher((heartbeats) => writeBatch(deps, known, heartbeats), { maxItems: MAX_BATCH, keyOf: (h) => h.workerId, concurrency: WRITER_CONCURRENCY, lingerMs: WRITER_LINGER_MS }),
       known,
     };
@@ -176,7 +177,7 @@ async function writeBatch(deps: HeartbeatDeps, known: Map<string, Worker>, heart
       return null;
     }
     const { previousStatus, previousMetrics, ...worker } = row;
-    known.set(worker.id, worker);
+    remember(known, worker, h.snapshot);
     written.push(h);
     events.push({ workerId: h.workerId, hostname: worker.hostname, status: worker.status, at: h.snapshot.at, ...h.node });
     if (previousStatus !== worker.status) changes.push({ worker, previousStatus, reason: 'heartbeats resumed' });
@@ -197,6 +198,35 @@ async function writeBatch(deps: HeartbeatDeps, known: Map<string, Worker>, heart
     deps.log.error({ err: error }, 'could not publish heartbeat events or notifications');
   }
   return results;
+}
+
+/**
+ * Keeps the row a worker's write returned, for its next steady heartbeat. A worker already known keeps
+ * its cached object and gets only the fields that changed (its last-seen times and metrics, as a rule):
+ * the cache lives in the old generation, and replacing whole rows every heartbeat made every row's
+ * strings and dates live long enough to be promoted there too.
+ */
+function remember(known: Map<string, Worker>, row: Worker, metrics: MetricsSnapshot): void {
+  const cached = known.get(row.id);
+  if (!cached) {
+    known.set(row.id, { ...row, lastMetrics: metrics as unknown as Worker['lastMetrics'] });
+    return;
+  }
+  const target = cached as Record<string, unknown>;
+  for (const [key, value] of Object.entries(row)) {
+    if (key !== 'lastMetrics' && !sameValue(target[key], value)) target[key] = value;
+  }
+  cached.lastMetrics = metrics as unknown as Worker['lastMetrics'];
+}
+
+/** Equal as column values: dates by time, JSON by content. */
+function sameValue(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (a instanceof Date && b instanceof Date) return a.getTime() === b.getTime();
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null || Array.isArray(a) !== Array.isArray(b)) return false;
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  return keys.every((key) => sameValue((a as Record<string, unknown>)[key], (b as Record<string, unknown>)[key]));
 }
 
 /**

@@ -40,6 +40,10 @@ export type ObservedTask = TaskInfo & { forceUpdate: number };
 export type ObservedService = ServiceInfo & { forceUpdate: number };
 
 export function toDockerServiceSpec(spec: SwarmServiceSpec, forceUpdate: number): Docker.ServiceSpec {
+  return withExcludedNodes(baseDockerServiceSpec(spec, forceUpdate), spec.excludedNodes ?? []);
+}
+
+function baseDockerServiceSpec(spec: SwarmServiceSpec, forceUpdate: number): Docker.ServiceSpec {
   return {
     Name: spec.name,
     Labels: spec.labels,

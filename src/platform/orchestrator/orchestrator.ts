@@ -6,7 +6,7 @@ export const DEPLOYMENT_LABEL = 'convoy.deployment-id';
 
 /**
  * Service label listing (comma-separated) the nodes `setExcludedNodes` keeps the service off, so those
- * placement constraints are told apart from any others. A deploy applies a fresh spec without it.
+ * placement constraints are told apart from any others. A deploy's spec names its own (`excludedNodes`).
  */
 export const EXCLUDED_NODES_LABEL = 'convoy.excluded-nodes';
 
@@ -86,6 +86,8 @@ export type SwarmServiceSpec = {
   resources: ServiceResources;
   healthCheck?: HealthCheck;
   placementConstraints: string[];
+  /** Nodes kept off, as `setExcludedNodes` would (recorded in EXCLUDED_NODES_LABEL, so they can be lifted later). */
+  excludedNodes?: string[];
   restartPolicy: RestartPolicy;
   update: UpdatePolicy;
   rollback: RollbackPolicy;
