@@ -242,7 +242,7 @@ export async function runMigration(deps: FailoverDeps, migrationId: string, opti
     // there is anywhere to go (excluding the only node would stop the service).
     const stuck = state.stuck.filter((t) => fromNodes.includes(t.nodeId!));
     const excluded = excludedNodesOf(info);
-    const somewhereElse = cluster.nodes.some((n) => n.state === 'ready' && n.availability === 'active' && !avoided.has(n.id));
+    const somewhereElse = hasReadyNodeOutside(cluster.nodes, avoided);
     if (Date.now() >= forceAt && stuck.length > 0 && somewhereElse && !fromNodes.every((id) => excluded.includes(id))) {
       const moved = await withServiceLock(deps, service.id, () => deps.orchestrator.setExcludedNodes(swarm.id, [...new Set([...excluded, ...fromNodes])]));
       if (moved) {
@@ -343,8 +343,7 @@ async function openOnDemand(deps: FailoverDeps, service: Service): Promise<Servi
 export async function releaseNodeExclusions(deps: FailoverDeps): Promise<string[]> {
   const services = await deps.orchestrator.findServicesByLabel(EXCLUDED_NODES_LABEL);
   if (services.length === 0) return [];
-  const failed = await deps.db.worker.findMany({ where: { removedAt: null, status: { in: FAILED_WORKER_STATUSES }, swarmNodeId: { not: null } }, select: { swarmNodeId: true } });
-  const stillFailed = new Set(failed.map((w) => w.swarmNodeId!));
+  const stillFailed = await failedWorkerNodes(deps.db);
   // Only services of this installation (another one may share the swarm).
   const ids = services.map((s) => s.labels[SERVICE_ID_LABEL]).filter((id): id is string => !!id);
   const known = new Set((await deps.db.service.findMany({ where: { id: { in: ids } }, select: { id: true } })).map((s) => s.id));
@@ -352,8 +351,7 @@ export async function releaseNodeExclusions(deps: FailoverDeps): Promise<string[
   for (const swarm of services) {
     const serviceId = swarm.labels[SERVICE_ID_LABEL];
     if (!serviceId || !known.has(serviceId)) continue;
-    const migrating = await deps.db.serviceMigration.findMany({ where: { serviceId, status: ServiceMigrationStatus.MIGRATING }, select: { fromNodeId: true, moves: true } });
-    const inUse = new Set(migrating.flatMap((m) => [m.fromNodeId, ...movesOf(m).map((move) => move.fromNodeId)]));
+    const inUse = await nodesMigratedOff(deps.db, serviceId);
     const excluded = excludedNodesOf(swarm);
     const keep = excluded.filter((id) => stillFailed.has(id) || inUse.has(id));
     if (keep.length === excluded.length) continue;
@@ -369,16 +367,12 @@ export async function releaseNodeExclusions(deps: FailoverDeps): Promise<string[
  * None when that would leave no ready node to run on, since Swarm would then run nothing at all.
  */
 export async function nodesToAvoid(deps: Pick<FailoverDeps, 'db' | 'orchestrator'>, serviceId: string): Promise<string[]> {
-  const [failed, migrating] = await Promise.all([
-    deps.db.worker.findMany({ where: { removedAt: null, status: { in: FAILED_WORKER_STATUSES }, swarmNodeId: { not: null } }, select: { swarmNodeId: true } }),
-    deps.db.serviceMigration.findMany({ where: { serviceId, status: ServiceMigrationStatus.MIGRATING }, select: { fromNodeId: true, moves: true } }),
-  ]);
-  const avoid = new Set([...failed.map((w) => w.swarmNodeId), ...migrating.flatMap((m) => [m.fromNodeId, ...movesOf(m).map((move) => move.fromNodeId)])]);
-  avoid.delete(null);
+  const [failed, migrating] = await Promise.all([failedWorkerNodes(deps.db), nodesMigratedOff(deps.db, serviceId)]);
+  const avoid = new Set([...failed, ...migrating]);
   // The usual case: no Swarm call.
   if (avoid.size === 0) return [];
   const nodes = await deps.orchestrator.listNodes();
-  if (!nodes.some((n) => n.state === 'ready' && n.availability === 'active' && !avoid.has(n.id))) return [];
+  if (!hasReadyNodeOutside(nodes, avoid)) return [];
   return nodes.filter((n) => avoid.has(n.id)).map((n) => n.id).sort();
 }
 
@@ -406,11 +400,25 @@ export async function refreshDegradedServices(deps: FailoverDeps): Promise<strin
 
 /** The swarm's nodes, and the unavailable ones: not Ready, or the node of a worker Convoy considers failed. */
 async function clusterView(deps: Pick<FailoverDeps, 'db' | 'orchestrator'>): Promise<{ nodes: NodeInfo[]; unavailable: Set<string> }> {
-  const [nodes, failed] = await Promise.all([
-    deps.orchestrator.listNodes(),
-    deps.db.worker.findMany({ where: { removedAt: null, status: { in: FAILED_WORKER_STATUSES }, swarmNodeId: { not: null } }, select: { swarmNodeId: true } }),
-  ]);
-  return { nodes, unavailable: new Set([...nodes.filter((n) => n.state !== 'ready').map((n) => n.id), ...failed.map((w) => w.swarmNodeId!)]) };
+  const [nodes, failed] = await Promise.all([deps.orchestrator.listNodes(), failedWorkerNodes(deps.db)]);
+  return { nodes, unavailable: new Set([...nodes.filter((n) => n.state !== 'ready').map((n) => n.id), ...failed]) };
+}
+
+/** Whether a node that takes new tasks is left once these are avoided. */
+function hasReadyNodeOutside(nodes: NodeInfo[], avoided: Set<string>): boolean {
+  return nodes.some((n) => n.state === 'ready' && n.availability === 'active' && !avoided.has(n.id));
+}
+
+/** The Swarm nodes of workers Convoy considers failed. */
+async function failedWorkerNodes(db: Db): Promise<Set<string>> {
+  const failed = await db.worker.findMany({ where: { removedAt: null, status: { in: FAILED_WORKER_STATUSES }, swarmNodeId: { not: null } }, select: { swarmNodeId: true } });
+  return new Set(failed.map((w) => w.swarmNodeId!));
+}
+
+/** The nodes the service's running migrations are moving tasks off. */
+async function nodesMigratedOff(db: Db, serviceId: string): Promise<Set<string>> {
+  const migrating = await db.serviceMigration.findMany({ where: { serviceId, status: ServiceMigrationStatus.MIGRATING }, select: { fromNodeId: true, moves: true } });
+  return new Set(migrating.flatMap((m) => [m.fromNodeId, ...movesOf(m).map((move) => move.fromNodeId)]).filter((id): id is string => id !== null));
 }
 
 async function unavailableNodeIds(deps: Pick<FailoverDeps, 'db' | 'orchestrator'>): Promise<Set<string>> {
