@@ -144,6 +144,8 @@ function startApi(databaseUrl: string, redisPrefix: string, profileDir: string |
     REDIS_URL,
     REDIS_PREFIX: redisPrefix,
     CONVOY_SECRET_KEY: randomBytes(32).toString('hex'),
+    // Required in production; no node is installed from this run.
+    CONVOY_PUBLIC_URL: 'http://127.0.0.1:4000',
     MIGRATE_ON_START: 'false',
     LOG_LEVEL: 'warn',
   };

@@ -3,9 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
-if [ -z "${DATABASE_URL:-}" ]; then
-  export DATABASE_URL="${CONVOY_PG_ADMIN_URL%/postgres}/convoy"
-  psql "$CONVOY_PG_ADMIN_URL" -Atqc "SELECT 1 FROM pg_database WHERE datname='convoy'" | grep -q 1 \
-    || psql "$CONVOY_PG_ADMIN_URL" -qc 'CREATE DATABASE convoy'
-fi
+# Convoy's own role and password (setup.sh made them), unless the environment names others.
+export DATABASE_URL="${DATABASE_URL:-$CONVOY_DATABASE_URL}"
+export REDIS_URL="${REDIS_URL:-$CONVOY_REDIS_URL}"
 exec npm run --silent dev

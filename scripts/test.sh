@@ -3,7 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+# The GraphiQL test drives a real headless browser (Debian's chromium, through playwright-core).
+command -v chromium >/dev/null 2>&1 || apt_install chromium
 export TEST_DATABASE_ADMIN_URL="${TEST_DATABASE_ADMIN_URL:-$CONVOY_PG_ADMIN_URL}"
+export TEST_REDIS_URL="${TEST_REDIS_URL:-$CONVOY_REDIS_URL}"
 npm run --silent typecheck
 report=$(mktemp)
 status=0

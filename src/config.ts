@@ -1,6 +1,8 @@
 // All configuration comes from the environment; every variable is documented in .env.example.
 import { z } from 'zod';
+import { isIP } from 'node:net';
 import { IMAGE_REFERENCE } from './shared/validation.js';
+import { isValidAllowlistEntry, parseHostList } from './platform/net/outbound-guard.js';
 
 
 const schema = z.object({
@@ -14,14 +16,36 @@ const schema = z.object({
   HOST: z.string().default('0.0.0.0'),
   DOCKER_HOST: z.string().default('unix:///var/run/docker.sock'),
   BASE_DOMAIN: z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/).default('convoy.localhost'),
-  CONVOY_SECRET_KEY: z.string().min(32, 'CONVOY_SECRET_KEY must be at least 32 characters').optional(),
+  CONVOY_SECRET_KEY: z
+    .string()
+    .superRefine((key, ctx) => {
+      const weakness = secretKeyWeakness(key);
+      if (weakness) ctx.addIssue({ code: 'custom', message: `CONVOY_SECRET_KEY is too weak: ${weakness}. ${SECRET_KEY_RULE}` });
+    })
+    .optional(),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   ACCESS_TOKEN_TTL_SECONDS: z.coerce.number().int().min(30).default(900),
   REFRESH_TOKEN_TTL_SECONDS: z.coerce.number().int().min(60).default(30 * 24 * 3600),
+  // Accounts one client address may register per hour (attempts count, successful or not).
+  CONVOY_REGISTRATIONS_PER_HOUR: z.coerce.number().int().min(1).max(100_000).default(20),
   GRAPHQL_MAX_DEPTH: z.coerce.number().int().min(2).default(12),
   GRAPHQL_MAX_ALIASES: z.coerce.number().int().min(1).default(30),
   GRAPHQL_MAX_COST: z.coerce.number().int().min(10).default(50000),
   GRAPHQL_MAX_TOKENS: z.coerce.number().int().min(100).default(2000),
+  // HTTP and WebSocket hardening (src/graphql/http-security.ts, src/graphql/websocket-limits.ts).
+  // Browser origins allowed to call the API with credentials; unset: none in production, localhost elsewhere.
+  CONVOY_CORS_ORIGINS: z
+    .string()
+    .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+    .refine((origins) => origins.every(isOrigin), 'must be comma-separated origins such as https://console.example.com (scheme, host, optional port; no path, not "null")')
+    .optional(),
+  // Who may run introspection queries; unset: authenticated callers in production, anyone elsewhere.
+  CONVOY_INTROSPECTION: z.enum(['anonymous', 'authenticated', 'off']).optional(),
+  CONVOY_WS_MAX_CONNECTIONS_PER_IP: z.coerce.number().int().min(1).max(1_000_000).default(5000),
+  CONVOY_WS_MAX_UNAUTHENTICATED_PER_IP: z.coerce.number().int().min(1).max(1_000_000).default(256),
+  CONVOY_WS_MAX_CONNECTIONS_PER_CALLER: z.coerce.number().int().min(1).max(100_000).default(32),
+  CONVOY_WS_MAX_OPERATIONS_PER_CONNECTION: z.coerce.number().int().min(1).max(100_000).default(100),
+  CONVOY_WS_AUTH_TIMEOUT_SECONDS: z.coerce.number().min(0.1).max(600).default(5),
   // Deploys. VIP endpoints and the ingress mesh need IPVS; dnsrr works everywhere.
   CONVOY_ENDPOINT_MODE: z.enum(['vip', 'dnsrr']).default('vip'),
   CONVOY_SWARM_INIT: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
@@ -38,16 +62,39 @@ const schema = z.object({
   REGISTRY_URL: z.string().regex(/^[a-z0-9.-]+(:[0-9]{1,5})?(\/[a-z0-9._/-]+)?$/, 'must be host[:port][/path] of a Docker registry').optional(),
   CONVOY_BUILD_TIMEOUT_SECONDS: z.coerce.number().int().min(10).max(86_400).default(1800),
   CONVOY_BUILD_CONCURRENCY: z.coerce.number().int().min(1).max(32).default(2),
+  // Builds of one organization running at once; the others wait while other organizations' go first.
+  CONVOY_BUILD_CONCURRENCY_PER_ORG: z.coerce.number().int().min(1).max(32).default(1),
   // Where builds run: on worker agents (offered through workerJobs) or in the controller process.
   CONVOY_BUILD_EXECUTOR: z.enum(['agents', 'controller']).default('controller'),
+  // Tenant builds run sandboxed (Nix sandbox, empty network namespace, cgroup limits); 'off' is for
+  // single-tenant installations only. See src/platform/builder/sandbox.ts.
+  CONVOY_BUILD_SANDBOX: z.enum(['on', 'off']).default('on'),
+  CONVOY_BUILD_ALLOWED_HOSTS: z.string().refine((v) => v.trim() === '', 'CONVOY_BUILD_ALLOWED_HOSTS is not implemented yet: fixed-output builds get no network at all; leave it empty').optional(),
+  CONVOY_BUILD_MEMORY_MB: z.coerce.number().int().min(32).max(1_048_576).default(4096),
+  CONVOY_BUILD_CPUS: z.coerce.number().min(0.1).max(1024).default(2),
+  CONVOY_BUILD_PIDS: z.coerce.number().int().min(32).max(4_194_304).default(4096),
   // An agent's claimed job goes back to the queue when the agent is silent this long (or restarted).
   CONVOY_JOB_LEASE_SECONDS: z.coerce.number().min(1).max(3600).default(90),
   // A build nobody claims in this time fails ("no agent took it").
   CONVOY_JOB_CLAIM_TIMEOUT_SECONDS: z.coerce.number().min(1).max(86_400).default(900),
   // Lets Git sources use file:// URLs (local repositories). Off by default: users could read the node's disk.
   CONVOY_ALLOW_FILE_GIT_URLS: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
+  // A clone's whole time limit, and how long a Git server may stay silent (connect, stalled transfer).
+  CONVOY_GIT_CLONE_TIMEOUT_SECONDS: z.coerce.number().int().min(5).max(3600).default(120),
+  CONVOY_GIT_CONNECT_TIMEOUT_SECONDS: z.coerce.number().int().min(1).max(300).default(10),
+  // Hosts (names, IPs or CIDRs, comma or space separated) Convoy may contact for tenants even though
+  // they are internal, e.g. a company Git server. Everything else internal is refused.
+  CONVOY_OUTBOUND_ALLOWED_HOSTS: z.string().max(8192).default('').refine((v) => parseHostList(v).every(isValidAllowlistEntry), 'must list host names, IP addresses or CIDRs'),
+  // Proxies (addresses or CIDR ranges, comma-separated) whose X-Forwarded-For names the client for
+  // per-address rate limits; requests from anywhere else are limited by their own peer address.
+  CONVOY_TRUSTED_PROXIES: z
+    .string()
+    .default('')
+    .transform((v) => v.split(',').map((s) => s.trim()).filter(Boolean))
+    .refine((entries) => entries.every(isAddressOrRange), 'must be comma-separated IP addresses or CIDR ranges'),
   MIGRATE_ON_START: z.enum(['true', 'false', '1', '0']).default('true').transform((v) => v === 'true' || v === '1'),
-  // Workers. The URL nodes reach the API at (install commands and scripts); unset: the request's Host.
+  // Workers. The URL nodes reach the API at (install commands and scripts). Required in production; elsewhere
+  // unset means http://<HOST, or localhost>:<port>. Never taken from a request's Host header.
   CONVOY_PUBLIC_URL: z.string().regex(/^https?:\/\/(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?\/?$/, 'must be http(s)://host[:port]').optional(),
   // The image the install script runs the worker agent from (an image built from this repository).
   CONVOY_AGENT_IMAGE: z.string().max(512).regex(IMAGE_REFERENCE, 'must be a Docker image reference').default('convoy:latest'),
@@ -82,16 +129,33 @@ export type Config = {
   logLevel: string;
   accessTokenTtlSeconds: number;
   refreshTokenTtlSeconds: number;
+  registrationsPerHour: number;
   limits: { maxDepth: number; maxAliases: number; maxCost: number; maxTokens: number };
+  http: {
+    /** Exact origins allowed by CORS; 'localhost' allows http(s)://localhost, 127.0.0.1 and [::1] on any port. */
+    corsOrigins: string[] | 'localhost';
+    introspection: 'anonymous' | 'authenticated' | 'off';
+  };
+  websocket: {
+    maxConnectionsPerIp: number;
+    maxUnauthenticatedPerIp: number;
+    maxConnectionsPerCaller: number;
+    maxOperationsPerConnection: number;
+    authTimeoutSeconds: number;
+  };
   migrateOnStart: boolean;
   build: {
     registryUrl: string | null;
     timeoutSeconds: number;
     concurrency: number;
+    concurrencyPerOrganization: number;
     allowFileGitUrls: boolean;
+    gitCloneTimeoutSeconds: number;
+    gitConnectTimeoutSeconds: number;
     executor: 'agents' | 'controller';
     jobLeaseSeconds: number;
     jobClaimTimeoutSeconds: number;
+    sandbox: { mode: 'enforced' | 'off'; limits: { memoryMb: number; cpus: number; pids: number } };
   };
   deploy: {
     endpointMode: 'vip' | 'dnsrr';
@@ -105,7 +169,11 @@ export type Config = {
     concurrency: number;
     keepImages: number;
   };
+  /** Where nodes reach the API; null outside production when CONVOY_PUBLIC_URL is unset (see workers/install.ts). */
   publicUrl: string | null;
+  /** What tenants may make Convoy contact (src/platform/net): allowlist, and Convoy's own hosts. */
+  outbound: { allowedHosts: string[]; platformHosts: string[] };
+  trustedProxies: string[];
   workers: {
     agentImage: string;
     heartbeatSeconds: number;
@@ -137,6 +205,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // tokens simply do not survive a restart.
     secretKey = randomKey();
   }
+  // Install scripts carry this URL to new nodes: guessing it from a request would let the request choose it.
+  if (!e.CONVOY_PUBLIC_URL && e.NODE_ENV === 'production') throw new ConfigError('CONVOY_PUBLIC_URL is required in production');
   return {
     nodeEnv: e.NODE_ENV,
     databaseUrl: e.DATABASE_URL,
@@ -151,12 +221,27 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.LOG_LEVEL,
     accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
     refreshTokenTtlSeconds: e.REFRESH_TOKEN_TTL_SECONDS,
+    registrationsPerHour: e.CONVOY_REGISTRATIONS_PER_HOUR,
     limits: { maxDepth: e.GRAPHQL_MAX_DEPTH, maxAliases: e.GRAPHQL_MAX_ALIASES, maxCost: e.GRAPHQL_MAX_COST, maxTokens: e.GRAPHQL_MAX_TOKENS },
+    http: {
+      corsOrigins: e.CONVOY_CORS_ORIGINS ?? (e.NODE_ENV === 'production' ? [] : 'localhost'),
+      introspection: e.CONVOY_INTROSPECTION ?? (e.NODE_ENV === 'production' ? 'authenticated' : 'anonymous'),
+    },
+    websocket: {
+      maxConnectionsPerIp: e.CONVOY_WS_MAX_CONNECTIONS_PER_IP,
+      maxUnauthenticatedPerIp: e.CONVOY_WS_MAX_UNAUTHENTICATED_PER_IP,
+      maxConnectionsPerCaller: e.CONVOY_WS_MAX_CONNECTIONS_PER_CALLER,
+      maxOperationsPerConnection: e.CONVOY_WS_MAX_OPERATIONS_PER_CONNECTION,
+      authTimeoutSeconds: e.CONVOY_WS_AUTH_TIMEOUT_SECONDS,
+    },
     migrateOnStart: e.MIGRATE_ON_START,
-    build: { registryUrl: e.REGISTRY_URL ?? null, timeoutSeconds: e.CONVOY_BUILD_TIMEOUT_SECONDS, concurrency: e.CONVOY_BUILD_CONCURRENCY, allowFileGitUrls: e.CONVOY_ALLOW_FILE_GIT_URLS,
+    build: { registryUrl: e.REGISTRY_URL ?? null, timeoutSeconds: e.CONVOY_BUILD_TIMEOUT_SECONDS, concurrency: e.CONVOY_BUILD_CONCURRENCY, concurrencyPerOrganization: e.CONVOY_BUILD_CONCURRENCY_PER_ORG, allowFileGitUrls: e.CONVOY_ALLOW_FILE_GIT_URLS,
+      gitCloneTimeoutSeconds: e.CONVOY_GIT_CLONE_TIMEOUT_SECONDS,
+      gitConnectTimeoutSeconds: e.CONVOY_GIT_CONNECT_TIMEOUT_SECONDS,
       executor: e.CONVOY_BUILD_EXECUTOR,
       jobLeaseSeconds: e.CONVOY_JOB_LEASE_SECONDS,
       jobClaimTimeoutSeconds: e.CONVOY_JOB_CLAIM_TIMEOUT_SECONDS,
+      sandbox: { mode: e.CONVOY_BUILD_SANDBOX === 'off' ? 'off' : 'enforced', limits: { memoryMb: e.CONVOY_BUILD_MEMORY_MB, cpus: e.CONVOY_BUILD_CPUS, pids: e.CONVOY_BUILD_PIDS } },
     },
     deploy: {
       endpointMode: e.CONVOY_ENDPOINT_MODE,
@@ -171,6 +256,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       keepImages: e.CONVOY_KEEP_IMAGES,
     },
     publicUrl: e.CONVOY_PUBLIC_URL?.replace(/\/$/, '') ?? null,
+    outbound: {
+      allowedHosts: parseHostList(e.CONVOY_OUTBOUND_ALLOWED_HOSTS),
+      platformHosts: [e.BASE_DOMAIN, ...[e.CONVOY_PUBLIC_URL, e.DATABASE_URL, e.REDIS_URL].flatMap(hostOf)],
+    },
+    trustedProxies: e.CONVOY_TRUSTED_PROXIES,
     workers: {
       agentImage: e.CONVOY_AGENT_IMAGE,
       heartbeatSeconds: e.CONVOY_WORKER_HEARTBEAT_SECONDS,
@@ -185,6 +275,63 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       metricsTtlSeconds: e.CONVOY_METRICS_TTL_SECONDS,
     },
   };
+}
+
+function isAddressOrRange(entry: string): boolean {
+  const [address, prefix, extra] = entry.split('/');
+  const family = isIP(address);
+  if (!family || extra !== undefined) return false;
+  return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 6 ? 128 : 32));
+}
+
+function hostOf(url: string | undefined): string[] {
+  if (!url) return [];
+  try {
+    const host = new URL(url).hostname;
+    return host ? [host] : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Told with every refused key (and in .env.example). */
+export const SECRET_KEY_RULE =
+  'Use at least 32 random characters (e.g. `openssl rand -hex 32`): no repeated pattern, no run of 10 or more characters like aaaa or abcd or 1234, and at least 2.5 bits of Shannon entropy per character';
+
+/**
+ * Why a secret key is guessable, or null. The thresholds leave random keys alone: over a million keys of
+ * `openssl rand -hex 16` (32 characters, the shortest allowed) the lowest entropy seen was 2.76 bits per
+ * character and the longest run 7; `-hex 32` and base64 keys score far higher.
+ */
+export function secretKeyWeakness(key: string): string | null {
+  const chars = [...key];
+  if (chars.length < 32) return `it has ${chars.length} characters, fewer than 32`;
+  if (chars.length > 4096) return 'it is longer than 4096 characters';
+  for (let period = 1; period <= chars.length / 2; period++) {
+    if (chars.every((c, i) => c === chars[i % period])) return `it repeats a sequence of ${period} character${period === 1 ? '' : 's'}`;
+  }
+  let run = 2;
+  for (let i = 2; i < chars.length; i++) {
+    const step = chars[i].codePointAt(0)! - chars[i - 1].codePointAt(0)!;
+    run = step === chars[i - 1].codePointAt(0)! - chars[i - 2].codePointAt(0)! ? run + 1 : 2;
+    if (run >= 10) return 'it contains a run of 10 or more evenly spaced characters (like aaaa, abcd or 1234)';
+  }
+  const counts = new Map<string, number>();
+  for (const c of chars) counts.set(c, (counts.get(c) ?? 0) + 1);
+  let entropy = 0;
+  for (const n of counts.values()) entropy -= (n / chars.length) * Math.log2(n / chars.length);
+  if (entropy < 2.5) return `it has ${entropy.toFixed(2)} bits of Shannon entropy per character, under 2.5`;
+  return null;
+}
+
+/** A browser origin as the Origin header carries it: scheme://host[:port], nothing else. */
+function isOrigin(entry: string): boolean {
+  try {
+    const url = new URL(entry);
+    return (url.protocol === 'https:' || url.protocol === 'http:') && url.origin === entry;
+  } catch {
+    return false;
+  }
 }
 
 let processKey: string | undefined;

@@ -2,8 +2,11 @@
 import type { EventBus } from './platform/events/bus.js';
 import type { NodeMetricValues } from './shared/metrics.js';
 
-/** MIGRATION: a ServiceMigration of the service was opened or changed status (its worker failed). */
-export type ServiceEventKind = 'CREATED' | 'UPDATED' | 'DELETED' | 'STATUS_CHANGED' | 'MIGRATION';
+/**
+ * CURRENT: the service as it is when a subscription starts (never published);
+ * MIGRATION: a ServiceMigration of the service was opened or changed status (its worker failed).
+ */
+export type ServiceEventKind = 'CURRENT' | 'CREATED' | 'UPDATED' | 'DELETED' | 'STATUS_CHANGED' | 'MIGRATION';
 
 export type ServiceEvent = {
   kind: ServiceEventKind;
@@ -59,7 +62,8 @@ export type ContainerStatsSample = { containerId: string; taskId: string | null;
 export type ServiceMetricsEvent = { serviceId: string; at: string; containers: ContainerStatsSample[] };
 
 /** OFFER: a job is waiting for an agent; CANCEL: the agent running it (workerId) should stop it. */
-export type WorkerJobEvent = { action: 'OFFER' | 'CANCEL'; jobId: string; kind: string; workerId: string | null; at: string };
+/** `organizationId`: whose job it is, so offers reach only the workers allowed to take it. */
+export type WorkerJobEvent = { action: 'OFFER' | 'CANCEL'; jobId: string; kind: string; workerId: string | null; organizationId?: string | null; at: string };
 
 export type ConvoyEvents = {
   /** keyed by service id */

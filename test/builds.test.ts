@@ -168,7 +168,7 @@ describe('building from a template', () => {
     const id = created.data.createService.id;
     const build = await waitForBuild(await startBuild(id));
     expect(build.status, build.logs).toBe('SUCCEEDED');
-    expect(build.imageRef).toBe(`convoy/${id.toLowerCase()}:${build.id.toLowerCase()}`);
+    expect(build.imageRef).toBe(`convoy/${user.organizationId.toLowerCase()}/${id.toLowerCase()}:${build.id.toLowerCase()}`);
     expect((await waitForDeploymentOf(build.id)).status).toBe('RUNNING');
     expect(await answer(name)).toContain('Hello from Convoy');
   });

@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execa, type ResultPromise } from 'execa';
 import { DEPLOY_TEST_SETTINGS, startTestApi, type TestApi, type TestUser } from './helpers/api.js';
+import { addMemberByInvitation } from './helpers/members.js';
 import { startSwarmLab, type SwarmLab } from './helpers/swarm-lab.js';
 import { uniqueName } from './helpers/swarm.js';
 import { swarmServiceName } from '../src/modules/deployments/spec.js';
@@ -304,8 +305,7 @@ describe('failover on a three-node swarm', () => {
     const MIGRATE = `mutation($s: ID!) { migrateService(serviceId: $s) { __typename ... on ServiceMigration { id status } ... on Error { message } } }`;
     expect((await api.gql(MIGRATE, { s: bobService }, { token: alice.accessToken })).data.migrateService.__typename).toBe('NotFoundError');
     // A plain member of Bob's organization may not.
-    const added = await api.gql(`mutation($i: MemberInput!) { addMember(input: $i) { __typename } }`, { i: { email: admin.email, role: 'MEMBER' } }, { token: bob.accessToken });
-    expect(added.data.addMember.__typename).toBe('Membership');
+    await addMemberByInvitation(api, bob, admin, 'MEMBER');
     expect((await api.gql(MIGRATE, { s: bobService }, { token: admin.accessToken, org: bob.organizationId })).data.migrateService.__typename).toBe('ForbiddenError');
     const started = await api.gql(MIGRATE, { s: bobService }, { token: bob.accessToken });
     expect(started.data.migrateService).toEqual({ __typename: 'ServiceMigration', id: waiting.id, status: 'MIGRATING' });

@@ -1,28 +1,29 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashToken } from '../src/platform/crypto/tokens.js';
 import { startTestApi, type TestApi, type TestUser } from './helpers/api.js';
+import { addMemberByInvitation } from './helpers/members.js';
 
 let api: TestApi;
 beforeAll(async () => {
-  api = await startTestApi();
+  // Every test registers its own users, all from this one address.
+  api = await startTestApi({ CONVOY_REGISTRATIONS_PER_HOUR: '200' });
 });
 afterAll(async () => {
   await api?.close();
 });
 
-const ADD = `mutation($i: MemberInput!) { addMember(input: $i) { __typename ... on Membership { role user { email } } ... on Error { message } } }`;
+const INVITE = `mutation($i: MemberInput!) { inviteMember(input: $i) { __typename ... on InvitationPayload { email role token expiresAt } ... on Error { message } } }`;
+const ACCEPT = `mutation($t: String!) { acceptInvitation(token: $t) { __typename ... on Membership { role organization { id } } ... on Error { message } } }`;
 const CHANGE = `mutation($u: ID!, $r: Role!) { changeMemberRole(userId: $u, role: $r) { __typename ... on Membership { role } ... on Error { message } } }`;
 const REMOVE = `mutation($u: ID!) { removeMember(userId: $u) { __typename ... on RemovedMember { userId } ... on Error { message } } }`;
 const MEMBERS = `{ organization { id members(first: 10) { edges { node { role user { id } } } } } }`;
 
 async function orgWith(owner: TestUser, ...members: [TestUser, string][]) {
-  for (const [user, role] of members) {
-    const added = await api.gql(ADD, { i: { email: user.email, role } }, { token: owner.accessToken });
-    expect(added.data.addMember.__typename).toBe('Membership');
-  }
+  for (const [user, role] of members) await addMemberByInvitation(api, owner, user, role);
 }
 
 describe('organizations and roles', () => {
-  it('an owner adds members; members pick the organization per request with a header', async () => {
+  it('an owner invites members; members pick the organization per request with a header', async () => {
     const owner = await api.register();
     const member = await api.register();
     await orgWith(owner, [member, 'MEMBER']);
@@ -51,14 +52,14 @@ describe('organizations and roles', () => {
     const asMember = { token: member.accessToken, org: owner.organizationId };
     const asAdmin = { token: admin.accessToken, org: owner.organizationId };
 
-    expect((await api.gql(ADD, { i: { email: outsider.email, role: 'MEMBER' } }, asMember)).data.addMember.__typename).toBe('ForbiddenError');
+    expect((await api.gql(INVITE, { i: { email: outsider.email, role: 'MEMBER' } }, asMember)).data.inviteMember.__typename).toBe('ForbiddenError');
     expect((await api.gql(REMOVE, { u: admin.id }, asMember)).data.removeMember.__typename).toBe('ForbiddenError');
     expect((await api.gql(CHANGE, { u: member.id, r: 'ADMIN' }, asMember)).data.changeMemberRole.__typename).toBe('ForbiddenError');
 
-    expect((await api.gql(ADD, { i: { email: outsider.email, role: 'OWNER' } }, asAdmin)).data.addMember.__typename).toBe('ForbiddenError');
+    expect((await api.gql(INVITE, { i: { email: outsider.email, role: 'OWNER' } }, asAdmin)).data.inviteMember.__typename).toBe('ForbiddenError');
     expect((await api.gql(CHANGE, { u: owner.id, r: 'MEMBER' }, asAdmin)).data.changeMemberRole.__typename).toBe('ForbiddenError');
     expect((await api.gql(CHANGE, { u: member.id, r: 'ADMIN' }, asAdmin)).data.changeMemberRole).toEqual({ __typename: 'Membership', role: 'ADMIN' });
-    expect((await api.gql(ADD, { i: { email: outsider.email, role: 'MEMBER' } }, asAdmin)).data.addMember.__typename).toBe('Membership');
+    await addMemberByInvitation(api, admin, outsider, 'MEMBER', owner.organizationId);
     expect((await api.gql(REMOVE, { u: outsider.id }, asAdmin)).data.removeMember).toEqual({ __typename: 'RemovedMember', userId: outsider.id });
 
     const memberships = await api.app.db.membership.findMany({ where: { organizationId: owner.organizationId } });
@@ -77,12 +78,65 @@ describe('organizations and roles', () => {
     const owner = await api.register();
     const invitee = await api.register();
     const other = await api.register();
-    const invite = await api.gql(`mutation($i: MemberInput!) { inviteMember(input: $i) { __typename ... on InvitationPayload { token role } } }`, { i: { email: invitee.email, role: 'ADMIN' } }, { token: owner.accessToken });
+    const invite = await api.gql(INVITE, { i: { email: invitee.email, role: 'ADMIN' } }, { token: owner.accessToken });
     const token = invite.data.inviteMember.token;
-    const ACCEPT = `mutation($t: String!) { acceptInvitation(token: $t) { __typename ... on Membership { role organization { id } } } }`;
     expect((await api.gql(ACCEPT, { t: token }, { token: other.accessToken })).data.acceptInvitation.__typename).toBe('NotFoundError');
     expect((await api.gql(ACCEPT, { t: token }, { token: invitee.accessToken })).data.acceptInvitation).toEqual({ __typename: 'Membership', role: 'ADMIN', organization: { id: owner.organizationId } });
     expect((await api.gql(ACCEPT, { t: token }, { token: invitee.accessToken })).data.acceptInvitation.__typename).toBe('NotFoundError');
+  });
+
+  it('addMember and inviteMember answer the same whether or not the email has an account, and add nobody until they accept', async () => {
+    const owner = await api.register();
+    const existing = await api.register();
+    const unknownEmail = `nobody-${existing.email}`;
+    const ADD = `mutation($i: MemberInput!) { addMember(input: $i) { __typename ... on InvitationPayload { email role token expiresAt } ... on Error { message } } }`;
+    const shape = (payload: Record<string, unknown>) => ({ ...payload, email: '<email>', token: String(payload.token).replace(/^(cvy_inv_)[A-Za-z0-9_-]+$/, '$1<secret>'), expiresAt: typeof payload.expiresAt });
+    const answers = [];
+    for (const email of [existing.email, unknownEmail]) {
+      for (const [query, field] of [[ADD, 'addMember'], [INVITE, 'inviteMember']] as const) {
+        const result = await api.gql(query, { i: { email, role: 'MEMBER' } }, { token: owner.accessToken });
+        expect(result.errors).toBeUndefined();
+        answers.push(shape(result.data[field]));
+      }
+    }
+    expect(answers[0]).toMatchObject({ __typename: 'InvitationPayload', role: 'MEMBER', token: 'cvy_inv_<secret>' });
+    expect(answers).toEqual(Array(4).fill(answers[0]));
+
+    // Nobody was added: the existing user is not a member, and cannot act in the organization.
+    expect(await api.app.db.membership.findMany({ where: { organizationId: owner.organizationId }, select: { userId: true } })).toEqual([{ userId: owner.id }]);
+    const before = await api.gql(`{ organization { id } }`, {}, { token: existing.accessToken, org: owner.organizationId });
+    expect(before.errors?.[0].extensions?.code).toBe('FORBIDDEN');
+
+    // Invitations are stored as hashes; inviting again replaces the pending one, and only the last token works.
+    const pending = await api.app.db.invitation.findMany({ where: { organizationId: owner.organizationId, email: existing.email }, orderBy: { createdAt: 'asc' } });
+    expect(pending).toHaveLength(2);
+    expect(pending[0].revokedAt).not.toBeNull();
+    const last = await api.gql(INVITE, { i: { email: existing.email, role: 'ADMIN' } }, { token: owner.accessToken });
+    const stored = await api.app.db.invitation.findFirstOrThrow({ where: { organizationId: owner.organizationId, email: existing.email, revokedAt: null } });
+    expect(stored.tokenHash).toBe(hashToken(last.data.inviteMember.token));
+    expect(JSON.stringify(await api.app.db.invitation.findMany())).not.toContain(last.data.inviteMember.token);
+
+    expect((await api.gql(ACCEPT, { t: last.data.inviteMember.token }, { token: existing.accessToken })).data.acceptInvitation).toEqual({ __typename: 'Membership', role: 'ADMIN', organization: { id: owner.organizationId } });
+    expect((await api.gql(`{ organization { id } }`, {}, { token: existing.accessToken, org: owner.organizationId })).data.organization.id).toBe(owner.organizationId);
+  });
+
+  it('admins list and revoke pending invitations; a revoked one adds nobody, and other organizations cannot touch them', async () => {
+    const owner = await api.register();
+    const invitee = await api.register();
+    const stranger = await api.register();
+    const invited = (await api.gql(INVITE, { i: { email: invitee.email, role: 'MEMBER' } }, { token: owner.accessToken })).data.inviteMember;
+    const LIST = `{ invitations { id email role revokedAt } }`;
+    const REVOKE = `mutation($id: ID!) { revokeInvitation(id: $id) { __typename ... on Invitation { id revokedAt } ... on Error { message } } }`;
+    const [listed] = (await api.gql(LIST, {}, { token: owner.accessToken })).data.invitations;
+    expect(listed).toEqual({ id: expect.any(String), email: invitee.email, role: 'MEMBER', revokedAt: null });
+    expect(JSON.stringify(await api.gql(LIST, {}, { token: owner.accessToken }))).not.toContain(invited.token);
+    expect((await api.gql(LIST, {}, { token: stranger.accessToken })).data.invitations).toEqual([]);
+    expect((await api.gql(REVOKE, { id: listed.id }, { token: stranger.accessToken })).data.revokeInvitation.__typename).toBe('NotFoundError');
+
+    expect((await api.gql(REVOKE, { id: listed.id }, { token: owner.accessToken })).data.revokeInvitation).toEqual({ __typename: 'Invitation', id: listed.id, revokedAt: expect.any(String) });
+    expect((await api.gql(LIST, {}, { token: owner.accessToken })).data.invitations).toEqual([]);
+    expect((await api.gql(ACCEPT, { t: invited.token }, { token: invitee.accessToken })).data.acceptInvitation.__typename).toBe('NotFoundError');
+    expect(await api.app.db.membership.count({ where: { organizationId: owner.organizationId, userId: invitee.id } })).toBe(0);
   });
 
   it('member management from another organization behaves like a missing member', async () => {
@@ -99,7 +153,7 @@ describe('organizations and roles', () => {
     await orgWith(owner, [member, 'MEMBER']);
     const log = await api.gql(`{ auditLog(first: 20) { edges { node { action actor { id } requestId } } } }`, {}, { token: owner.accessToken, headers: { 'x-request-id': 'req-audit-1' } });
     const actions = log.data.auditLog.edges.map((e: any) => e.node.action);
-    expect(actions).toContain('member.add');
+    expect(actions).toEqual(expect.arrayContaining(['member.invite', 'member.accept_invitation']));
     const asMember = await api.gql(`{ auditLog(first: 5) { edges { node { id } } } }`, {}, { token: member.accessToken, org: owner.organizationId });
     expect(asMember.errors?.[0].extensions?.code).toBe('FORBIDDEN');
   });

@@ -25,7 +25,7 @@ describe('the HTTP server', () => {
     const ready = await fetch(`${api.url}/readyz`);
     const report = await ready.json();
     expect(ready.status).toBe(200);
-    expect(report).toMatchObject({ ready: true, checks: { database: { ok: true }, redis: { ok: true }, docker: { ok: true } } });
+    expect(report).toMatchObject({ ready: true, buildSandbox: 'enforced', checks: { database: { ok: true }, redis: { ok: true }, docker: { ok: true } } });
   });
 
   it('serves GraphiQL to browsers outside production', async () => {

@@ -130,6 +130,7 @@ describe('validation of hostile input', () => {
     ['a git URL smuggling an option', { name: 'ok', source: { gitUrl: '--upload-pack=touch /tmp/pwned' } }, 'source.gitUrl'],
     ['a branch that looks like an option', { name: 'ok', source: { gitUrl: 'https://github.com/a/b', gitBranch: '--output=/tmp/x' } }, 'source.gitBranch'],
     ['a custom domain with a look-alike', { name: 'ok', customDomains: ['аpp.example.com'] }, 'customDomains.0'],
+    ['the same custom domain twice', { name: 'ok', customDomains: ['app.example.com', 'app.example.com'] }, 'customDomains.1'],
     ['a health check path with spaces', { name: 'ok', healthCheck: { type: 'HTTP', port: 80, path: '/ x' } }, 'healthCheck.path'],
     ['a 40 KB env value', { name: 'ok', env: [{ name: 'A', value: 'x'.repeat(40_000) }] }, 'env.0.value'],
   ];

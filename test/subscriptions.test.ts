@@ -2,6 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { startTestApi, type TestApi, type TestUser } from './helpers/api.js';
+import { subscribe } from './helpers/subscribe.js';
+import { publishBuildStatus } from '../src/modules/builds/service.js';
 
 let api: TestApi;
 let user: TestUser;
@@ -47,9 +49,11 @@ describe('serviceEvents subscription', () => {
 
     await updateReplicas(id, 2);
     await api.gql(`mutation($id: ID!) { deleteService(id: $id) { __typename } }`, { id }, { token: user.accessToken });
-    await waitFor(() => events.length >= 2);
-    expect(events.map((e) => e.data?.serviceEvents.kind)).toEqual(['UPDATED', 'DELETED']);
-    expect(events[1].data.serviceEvents).toMatchObject({ serviceId: id, name: 'ws-sub', status: 'DELETING' });
+    await waitFor(() => events.length >= 3);
+    // First the service as it is, then what changed.
+    expect(events.map((e) => e.data?.serviceEvents.kind)).toEqual(['CURRENT', 'UPDATED', 'DELETED']);
+    expect(events[0].data.serviceEvents).toMatchObject({ serviceId: id, name: 'ws-sub', status: 'PENDING' });
+    expect(events[2].data.serviceEvents).toMatchObject({ serviceId: id, name: 'ws-sub', status: 'DELETING' });
 
     dispose();
     await client.dispose();
@@ -69,14 +73,20 @@ describe('serviceEvents subscription', () => {
     await waitFor(() => api.app.bus.listenerCount() === baseline);
   });
 
-  it('refuses a WebSocket subscription without credentials', async () => {
+  it('refuses a WebSocket without credentials at connection_init (4403), and a bad token per operation', async () => {
     const client = createClient({ url: `${api.url.replace('http', 'ws')}/graphql`, webSocketImpl: WebSocket, retryAttempts: 0, lazy: true });
     const outcome = await new Promise<any>((resolve) => {
       client.subscribe({ query: SUBSCRIBE }, { next: (m) => resolve(m), error: (e) => resolve({ error: e }), complete: () => resolve({ complete: true }) });
     });
     await client.dispose();
-    const errors = outcome.errors ?? outcome.error;
-    expect(JSON.stringify(errors)).toContain('UNAUTHENTICATED');
+    expect(outcome.error?.code).toBe(4403);
+
+    const badToken = wsClient('not-a-valid-token-at-all');
+    const refused = await new Promise<any>((resolve) => {
+      badToken.subscribe({ query: SUBSCRIBE }, { next: (m) => resolve(m), error: (e) => resolve({ error: e }), complete: () => resolve({ complete: true }) });
+    });
+    await badToken.dispose();
+    expect(JSON.stringify(refused.errors ?? refused.error)).toContain('UNAUTHENTICATED');
   });
 
   it('delivers the organization-wide feed over SSE', async () => {
@@ -108,5 +118,72 @@ describe('serviceEvents subscription', () => {
     controller.abort();
     // Aborting the request ends the subscription on the server.
     await waitFor(() => api.app.bus.listenerCount() === 0);
+  });
+});
+
+describe('status subscriptions start with the current state', () => {
+  // A build can be RUNNING before buildService has answered: a subscriber must still learn of it.
+  async function serviceWithBuildAndDeployment(name: string) {
+    const id = await createService(name);
+    const organizationId = (await api.app.db.service.findUniqueOrThrow({ where: { id } })).organizationId;
+    const build = await api.app.db.build.create({ data: { serviceId: id, sourceType: 'IMAGE', status: 'RUNNING' } });
+    const deployment = await api.app.db.deployment.create({ data: { serviceId: id, image: 'nginx', config: {}, replicas: 1, status: 'ROLLED_BACK', reason: 'the new tasks never became healthy', events: { create: [{ status: 'QUEUED', message: 'deploy nginx' }, { status: 'ROLLED_BACK', message: 'the new tasks never became healthy' }] } } });
+    return { id, organizationId, build, deployment };
+  }
+
+  it('buildEvents: the running status at once, then the change, then completes', async () => {
+    const { organizationId, build } = await serviceWithBuildAndDeployment('cur-build');
+    const events = subscribe(api.url, user.accessToken, `subscription($id: ID!) { buildEvents(buildId: $id) { buildId status } }`, { id: build.id }, 'buildEvents');
+    await events.waitFor((e) => e.length >= 1, 5000);
+    expect(events.events).toEqual([{ buildId: build.id, status: 'RUNNING' }]);
+    await api.app.db.build.update({ where: { id: build.id }, data: { status: 'SUCCEEDED' } });
+    await publishBuildStatus(api.app, build, organizationId, 'SUCCEEDED', 'built');
+    await events.waitFor((e) => e.length >= 2, 5000);
+    expect(events.events.map((e: any) => e.status)).toEqual(['RUNNING', 'SUCCEEDED']);
+    await events.close();
+  });
+
+  it('deploymentEvents of a finished rollout: its final status and reason, then the stream completes', async () => {
+    const { deployment } = await serviceWithBuildAndDeployment('cur-deploy');
+    const client = wsClient(user.accessToken);
+    const received: any[] = [];
+    const completed = new Promise<void>((resolve, reject) => {
+      client.subscribe({ query: `subscription($id: ID!) { deploymentEvents(deploymentId: $id) { deploymentId status message } }`, variables: { id: deployment.id } }, { next: (m) => received.push(m), error: reject, complete: resolve });
+    });
+    await completed;
+    await client.dispose();
+    expect(received.map((m) => m.data?.deploymentEvents)).toEqual([{ deploymentId: deployment.id, status: 'ROLLED_BACK', message: 'the new tasks never became healthy' }]);
+  });
+
+  it('a status or log subscription on a quiet build lets go of its listener as soon as the client leaves', async () => {
+    const { build } = await serviceWithBuildAndDeployment('cur-quiet');
+    const baseline = api.app.bus.listenerCount();
+    for (const query of ['subscription($id: ID!) { buildEvents(buildId: $id) { status } }', 'subscription($id: ID!) { buildLogs(buildId: $id) { seq line } }']) {
+      const collected = subscribe(api.url, user.accessToken, query, { id: build.id }, 'x');
+      await waitFor(() => api.app.bus.listenerCount() === baseline + 1);
+      await collected.close();
+      await waitFor(() => api.app.bus.listenerCount() === baseline);
+    }
+  });
+
+  it("another organization's build or deployment behaves exactly like a missing one", async () => {
+    const { build, deployment } = await serviceWithBuildAndDeployment('cur-other');
+    const mallory = await api.register();
+    const outcomes: string[] = [];
+    for (const [query, id] of [
+      ['subscription($id: ID!) { buildEvents(buildId: $id) { status } }', build.id],
+      ['subscription($id: ID!) { buildEvents(buildId: $id) { status } }', 'cnotarealbuild000000000000'],
+      ['subscription($id: ID!) { deploymentEvents(deploymentId: $id) { status } }', deployment.id],
+      ['subscription($id: ID!) { deploymentEvents(deploymentId: $id) { status } }', 'cnotarealdeployment0000000'],
+    ]) {
+      const collected = subscribe(api.url, mallory.accessToken, query, { id }, 'x');
+      await waitFor(() => collected.errors.length > 0 || collected.events.length > 0);
+      outcomes.push(JSON.stringify(collected.errors).replace(id, '<id>'));
+      await collected.close();
+    }
+    expect(outcomes[0]).toContain('NOT_FOUND');
+    expect(outcomes[0]).toEqual(outcomes[1]);
+    expect(outcomes[2]).toContain('NOT_FOUND');
+    expect(outcomes[2]).toEqual(outcomes[3]);
   });
 });

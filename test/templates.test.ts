@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApi, type TestApi, type TestUser } from './helpers/api.js';
+import { addMemberByInvitation } from './helpers/members.js';
 import { busyboxExpression } from './helpers/nix.js';
 import { syncBuiltInTemplates } from '../src/modules/templates/service.js';
 import { BUILT_IN_TEMPLATES_DIR } from '../src/platform/builder/index.js';
@@ -14,8 +15,7 @@ let bob: TestUser; // another organization
 beforeAll(async () => {
   api = await startTestApi();
   [alice, bob, carol] = await Promise.all([api.register('Alice'), api.register('Bob'), api.register('Carol')]);
-  const added = await api.gql(`mutation($i: MemberInput!) { addMember(input: $i) { __typename } }`, { i: { email: carol.email, role: 'MEMBER' } }, { token: alice.accessToken });
-  expect(added.data.addMember.__typename).toBe('Membership');
+  await addMemberByInvitation(api, alice, carol, 'MEMBER');
   await syncBuiltInTemplates(api.app);
 });
 afterAll(async () => {

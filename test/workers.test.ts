@@ -588,8 +588,10 @@ describe('install script', () => {
     expect(served.body).toContain('chmod 600 "$ENV_FILE"');
     expect(served.body).toContain('EnvironmentFile=$ENV_FILE');
 
-    // A hostile Host header is refused rather than pasted in; a hostile forwarded proto is ignored.
-    expect((await fetchScript(`?token=${token}`, { host: "evil.example'$(touch /tmp/pwned)" })).status).toBe(400);
+    // The Host header is never used for the API address (test/install-security.test.ts); a hostile forwarded proto is ignored.
+    const hostile = await fetchScript(`?token=${token}`, { host: "evil.example'$(touch /tmp/pwned)" });
+    expect(hostile.body).toContain(`CONVOY_API_URL='${api.url}'`);
+    expect(hostile.body).not.toContain('evil.example');
     const proto = await fetchScript(`?token=${token}`, { 'x-forwarded-proto': "https'; rm -rf /" });
     expect(proto.body).toContain(`CONVOY_API_URL='${api.url}'`);
   });

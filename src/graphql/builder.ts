@@ -13,6 +13,7 @@ import type { GraphQLContext } from './context.js';
 import { ValidationError } from '../modules/common/errors.js';
 import type { Actor } from '../modules/auth/caller.js';
 import { platformAdminLoader } from '../modules/workers/admins.js';
+import { cursorArgument, pageSizeArgument } from '../modules/common/graphql.js';
 
 export const builder = new SchemaBuilder<{
   Context: GraphQLContext;
@@ -72,7 +73,14 @@ export const builder = new SchemaBuilder<{
     onUnusedQuery: process.env.NODE_ENV === 'production' ? null : 'warn',
     filterConnectionTotalCount: true,
   },
-  relay: { clientMutationId: 'omit', cursorType: 'String' },
+  relay: {
+    clientMutationId: 'omit',
+    cursorType: 'String',
+    beforeArgOptions: { validate: cursorArgument },
+    afterArgOptions: { validate: cursorArgument },
+    firstArgOptions: { validate: pageSizeArgument },
+    lastArgOptions: { validate: pageSizeArgument },
+  },
 });
 
 builder.queryType({});

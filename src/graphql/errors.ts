@@ -7,6 +7,7 @@ import {
   InvalidCredentialsError,
   NotFoundError,
   QuotaExceededError,
+  RateLimitedError,
   ValidationError,
   type FieldError,
 } from '../modules/common/errors.js';
@@ -49,3 +50,9 @@ builder.objectType(QuotaExceededError, {
 builder.objectType(CapacityError, { name: 'CapacityError', interfaces: [ErrorInterface], fields: () => ({}) });
 
 builder.objectType(InvalidCredentialsError, { name: 'InvalidCredentialsError', interfaces: [ErrorInterface], fields: () => ({}) });
+
+builder.objectType(RateLimitedError, {
+  name: 'RateLimitedError',
+  interfaces: [ErrorInterface],
+  fields: (t) => ({ retryAfterSeconds: t.exposeInt('retryAfterSeconds', { description: 'Seconds until this client may try again' }) }),
+});

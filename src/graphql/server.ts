@@ -2,7 +2,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { createYoga, type Plugin, type YogaServerInstance } from 'graphql-yoga';
-import { GraphQLError, getOperationAST } from 'graphql';
+import { GraphQLError, getOperationAST, parse } from 'graphql';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Socket } from 'node:net';
 import { useServer } from 'graphql-ws/use/ws';
@@ -14,13 +14,19 @@ import type { App } from '../app.js';
 import type { GraphQLContext } from './context.js';
 import { schema } from './schema.js';
 import { authenticate } from '../modules/auth/service.js';
-import { DomainError, NotFoundError, ForbiddenError, UnauthenticatedError, ValidationError, ConflictError, QuotaExceededError } from '../modules/common/errors.js';
+import { DomainError, NotFoundError, ForbiddenError, UnauthenticatedError, ValidationError, ConflictError, QuotaExceededError, RateLimitedError } from '../modules/common/errors.js';
 import type { Caller } from '../modules/auth/caller.js';
 import { checkReadiness } from './readiness.js';
+import { corsOptions, graphiqlCspPlugin, setSecurityHeaders } from './http-security.js';
+import { introspectionPlugin, storableStringsPlugin } from './operation-guards.js';
+import { WebSocketLimits } from './websocket-limits.js';
 import { handleLogDownload, LOG_DOWNLOAD_PATH } from '../modules/logs/http.js';
 import { handleInstallScript, INSTALL_SCRIPT_PATH } from '../modules/workers/install.js';
+import { CONVOY_GRAPHIQL_OPTIONS, GRAPHIQL_ASSETS_PATH, graphiqlEnabled, handleGraphiQLAsset, renderConvoyGraphiQL } from './graphiql.js';
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+// What an operation refused before it is parsed runs instead (graphql-ws wants an operation to run).
+const REFUSED_OPERATION = parse('{ __typename }');
 // Yoga's default request body limit, which this server enforces itself (see requestBodyLimitPlugin).
 const MAX_REQUEST_BODY_BYTES = 25_000_000;
 
@@ -32,6 +38,34 @@ function isGraphQLError(error: unknown): error is GraphQLError {
   return error instanceof Error && error.name === 'GraphQLError';
 }
 
+function isPothosValidationError(error: unknown): error is Error {
+  return error instanceof Error && error.name === 'PothosValidationError';
+}
+
+/** Errors that answer a client's mistake: not worth an error-level log line. */
+function isExpectedError(error: unknown): boolean {
+  const original = isGraphQLError(error) ? error.originalError : error;
+  return original instanceof DomainError || isPothosValidationError(original);
+}
+
+const MAX_ERROR_MESSAGE = 200;
+function capMessage(message: string): string {
+  return message.length <= MAX_ERROR_MESSAGE ? message : `${message.slice(0, MAX_ERROR_MESSAGE)}…`;
+}
+
+/**
+ * The same error less the cause's text. Yoga answers application/json with 400 (not 200) only while that
+ * text is attached, or when the status is not marked spec-only: the mark goes with the text.
+ */
+function withoutCause(error: GraphQLError): GraphQLError {
+  const extensions = error.extensions as Record<string, unknown> | undefined;
+  if (!extensions || !('originalError' in extensions)) return error;
+  delete extensions.originalError;
+  const http = extensions.http as { spec?: boolean; status?: number } | undefined;
+  if (http?.spec) extensions.http = { ...http, spec: undefined };
+  return error;
+}
+
 function errorCode(error: DomainError): string {
   if (error instanceof UnauthenticatedError) return 'UNAUTHENTICATED';
   if (error instanceof ForbiddenError) return 'FORBIDDEN';
@@ -39,6 +73,7 @@ function errorCode(error: DomainError): string {
   if (error instanceof ValidationError) return 'BAD_USER_INPUT';
   if (error instanceof ConflictError) return 'CONFLICT';
   if (error instanceof QuotaExceededError) return 'QUOTA_EXCEEDED';
+  if (error instanceof RateLimitedError) return 'RATE_LIMITED';
   return 'BAD_REQUEST';
 }
 
@@ -139,7 +174,8 @@ export function createGraphQLHandler(app: App): YogaServerInstance<ServerContext
   return createYoga<ServerContext, GraphQLContext>({
     schema,
     graphqlEndpoint: '/graphql',
-    graphiql: nodeEnv !== 'production' ? { subscriptionsProtocol: 'WS' } : false,
+    graphiql: graphiqlEnabled(app.config) ? CONVOY_GRAPHIQL_OPTIONS : false,
+    renderGraphiQL: renderConvoyGraphiQL,
     landingPage: false,
     // Enforced by requestBodyLimitPlugin, at a fraction of the cost.
     maxRequestBodySize: false,
@@ -147,16 +183,24 @@ export function createGraphQLHandler(app: App): YogaServerInstance<ServerContext
       debug: (...args) => app.log.debug({ args }, 'yoga'),
       info: (...args) => app.log.info({ args }, 'yoga'),
       warn: (...args) => app.log.warn({ args }, 'yoga'),
-      error: (...args) => app.log.error({ args }, 'yoga'),
+      // Yoga reports every error it masked, expected ones too (a refused input, a missing service).
+      error: (...args) => (args.length === 1 && isExpectedError(args[0]) ? app.log.debug({ args }, 'yoga') : app.log.error({ args }, 'yoga')),
     },
+    cors: corsOptions(app.config.http.corsOrigins),
     maskedErrors: {
       maskError(error, message) {
         const original = isGraphQLError(error) ? error.originalError : error;
         if (original instanceof DomainError) {
           return new GraphQLError(original.message, { extensions: { code: errorCode(original) }, path: (error as GraphQLError).path });
         }
-        // GraphQLErrors are deliberate (auth, validation of the document): they pass through unmasked.
-        if (isGraphQLError(error) && (!error.originalError || isGraphQLError(error.originalError))) return error;
+        // Pothos's checks of connection arguments and ids: the client's mistake, told briefly (a message
+        // may quote the whole input).
+        if (isPothosValidationError(original)) {
+          return new GraphQLError(capMessage(original.message), { extensions: { code: 'BAD_USER_INPUT' }, path: (error as GraphQLError).path });
+        }
+        // GraphQLErrors are deliberate (auth, validation of the document): they pass through unmasked,
+        // less what Yoga attaches of the cause (the JSON parser's text, which quotes the body).
+        if (isGraphQLError(error) && (!error.originalError || isGraphQLError(error.originalError))) return withoutCause(error);
         app.log.error({ err: original }, 'unexpected error');
         return new GraphQLError(message, { extensions: { code: 'INTERNAL_SERVER_ERROR' }, path: (error as GraphQLError).path });
       },
@@ -164,6 +208,9 @@ export function createGraphQLHandler(app: App): YogaServerInstance<ServerContext
     plugins: [
       requestIdPlugin(),
       releaseRequestCachesPlugin(),
+      graphiqlCspPlugin(),
+      storableStringsPlugin(),
+      introspectionPlugin(app.config.http.introspection),
       EnvelopArmorPlugin({
         maxDepth: { n: limits.maxDepth },
         maxAliases: { n: limits.maxAliases },
@@ -238,6 +285,7 @@ export async function startServer(app: App, options: { port: number; host: strin
   const yoga = createGraphQLHandler(app);
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
+    setSecurityHeaders(req, res, app.config.trustedProxies);
     if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ status: 'ok' }));
       return;
@@ -246,6 +294,10 @@ export async function startServer(app: App, options: { port: number; host: strin
       void checkReadiness(app, options.docker).then((report) => {
         res.writeHead(report.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(report));
       });
+      return;
+    }
+    if (path.startsWith(GRAPHIQL_ASSETS_PATH) && graphiqlEnabled(app.config)) {
+      void handleGraphiQLAsset(req, res, path);
       return;
     }
     if (path === INSTALL_SCRIPT_PATH && req.method === 'GET') {
@@ -261,13 +313,24 @@ export async function startServer(app: App, options: { port: number; host: strin
   });
 
   const wsServer = new WebSocketServer({ server, path: yoga.graphqlEndpoint });
-  wsServer.on('connection', coalesceFrames);
+  const wsLimits = new WebSocketLimits(app.config.websocket, app.config.trustedProxies);
+  wsServer.on('connection', (ws, req) => {
+    wsLimits.opened(ws, req);
+    coalesceFrames(ws);
+  });
   // Every WebSocket operation goes through Yoga's envelop, so auth, limits and masking apply as on HTTP.
   const wsCleanup = useServer(
     {
       execute: (args: any) => args.rootValue.execute(args),
       subscribe: (args: any) => args.rootValue.subscribe(args),
+      // WebSocketLimits closes sockets that never authenticate (with 4408 or 4401).
+      connectionInitWaitTimeout: 0,
+      onConnect: (ctx) => wsLimits.connect(ctx.extra.socket, headersFromConnectionParams(ctx.connectionParams), (headers) => authenticate(app, headers)),
       onSubscribe: async (ctx, _id, payload) => {
+        if (!wsLimits.admitOperation(ctx.extra.socket, Object.keys(ctx.subscriptions).length)) {
+          const refusal = { errors: [new GraphQLError('Too many operations in flight on this connection', { extensions: { code: 'TOO_MANY_REQUESTS' } })] };
+          return { schema, document: REFUSED_OPERATION, contextValue: {}, rootValue: { execute: () => refusal, subscribe: () => refusal } };
+        }
         // Only what the context factory reads: copying graphql-ws's connection state into every
         // operation's context made each one a large dictionary-mode object.
         const { schema: s, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BuildResult } from '../../src/platform/builder/builder.js';
 import { loadTemplate, startCommand, templateBuildSource, BUILT_IN_TEMPLATES_DIR, type Template } from '../../src/platform/builder/templates.js';
 import { dockerFromHost } from '../../src/platform/orchestrator/index.js';
-import { writeImageArchive } from '../../src/platform/images/archive.js';
+import { REPRODUCIBLE_CREATED, writeImageArchive } from '../../src/platform/images/archive.js';
 import { loadImage } from '../../src/platform/images/docker.js';
 import { NIX_LIB_DIR, nixString, nonce, testNixBuilder } from '../helpers/nix.js';
 import { waitFor } from '../helpers/wait.js';
@@ -111,6 +111,20 @@ describe('busybox-http template to a running container', () => {
 
     const loaded = await loadImage(docker, b.archivePath, `${repository}:again`);
     expect(loaded.imageId).toBe((await docker.getImage(`${repository}:v1`).inspect()).Id);
+  });
+
+  it('dates the image by its inputs (a commit’s time, or a fixed recent date), never the Unix epoch', async () => {
+    const committedAt = new Date('2025-03-04T05:06:07Z');
+    const dated = await writeImageArchive(first.closure, { ...imageConfigFor(first), created: committedAt }, join(workDir, 'dated.tar'));
+    const again = await writeImageArchive(first.closure, { ...imageConfigFor(first), created: committedAt }, join(workDir, 'dated-again.tar'));
+    expect(again.imageId).toBe(dated.imageId);
+    const loaded = await loadImage(docker, dated.archivePath, `${repository}:dated`);
+    expect(new Date((await docker.getImage(loaded.tag).inspect()).Created)).toEqual(committedAt);
+
+    // Without a time of its own (a template, an expression): the fixed date, so `docker images` reads sensibly.
+    const undated = await docker.getImage(`${repository}:v1`).inspect();
+    expect(new Date(undated.Created)).toEqual(REPRODUCIBLE_CREATED);
+    expect(REPRODUCIBLE_CREATED.getUTCFullYear()).toBeGreaterThanOrEqual(2026);
   });
 
   it('gives a different image id when the content changes', async () => {

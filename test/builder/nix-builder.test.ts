@@ -134,7 +134,7 @@ describe('build', () => {
       { kind: 'expression', expression: busyboxExpression(`slow-${id}`, `sleep 60; echo never > "$out"`) },
       { timeoutMs: 2_000 },
     );
-    expect(result).toMatchObject({ status: 'TIMED_OUT', error: 'timed out after 2 s', cacheHit: false });
+    expect(result).toMatchObject({ status: 'TIMED_OUT', error: 'time limit reached: timed out after 2 s', cacheHit: false });
     expect(Date.now() - started).toBeLessThan(7_000);
     expect(await processesMentioning(id)).toEqual([]);
   });
@@ -182,7 +182,10 @@ describe('nixBuilderOptionsFromEnv', () => {
       gcRootDir: '/var/lib/convoy/gcroots',
       nixPath: undefined,
       staticBusybox: undefined,
+      sandbox: { mode: 'enforced', limits: { memoryMb: 4096, cpus: 2, pids: 4096 } },
     });
+    expect(nixBuilderOptionsFromEnv({ CONVOY_BUILD_SANDBOX: 'off', CONVOY_BUILD_MEMORY_MB: '512', CONVOY_BUILD_CPUS: '' }).sandbox).toEqual({ mode: 'off', limits: { memoryMb: 512, cpus: 2, pids: 4096 } });
+    expect(() => nixBuilderOptionsFromEnv({ CONVOY_BUILD_ALLOWED_HOSTS: 'cache.nixos.org' })).toThrow(/not implemented/);
     expect(nixBuilderOptionsFromEnv({ NIX_SUBSTITUTERS: '' }).substituters).toEqual([]);
     expect(nixBuilderOptionsFromEnv({}).substituters).toBeUndefined();
   });

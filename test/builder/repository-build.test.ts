@@ -40,7 +40,7 @@ describe('building a repository', () => {
     await commitFiles(origin, { 'default.nix': pageExpression(`v2-${id}`) }, 'v2');
 
     const atV1 = join(workDir, `clone-v1-${id}`);
-    expect(await shallowClone({ url: `file://${origin}`, ref: v1, dir: atV1, allowFile: true })).toEqual({ commitSha: v1 });
+    expect(await shallowClone({ url: `file://${origin}`, ref: v1, dir: atV1, allowFile: true })).toMatchObject({ commitSha: v1 });
     expect(await detectSource(atV1)).toBe('nix');
     const build = await builder.build({ kind: 'file', path: atV1 });
     expect(build).toMatchObject({ status: 'SUCCEEDED', cacheHit: false });

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { loadConfig, type Config } from '../../src/config.js';
 import { createApp, type App } from '../../src/app.js';
 import { startServer, type RunningServer } from '../../src/graphql/server.js';
-import { createLogger } from '../../src/platform/logging/logger.js';
+import { createLogger, type Logger } from '../../src/platform/logging/logger.js';
 import { startControllers } from '../../src/controller.js';
 import { syncBuiltInTemplates } from '../../src/modules/templates/service.js';
 import { organizationNetworkName, swarmServiceName } from '../../src/modules/deployments/spec.js';
@@ -36,7 +36,8 @@ export const DEPLOY_TEST_SETTINGS: Record<string, string> = {
   CONVOY_RECONCILE_INTERVAL_SECONDS: '2',
 };
 
-export type TestApiOptions = { controller?: boolean };
+/** log: a logger of the test's own (to read what the API logs); default: one at config.logLevel. */
+export type TestApiOptions = { controller?: boolean; log?: Logger };
 
 export async function startTestApi(overrides: Record<string, string> = {}, options: TestApiOptions = {}): Promise<TestApi> {
   const database = await createTestDatabase();
@@ -54,7 +55,7 @@ export async function startTestApi(overrides: Record<string, string> = {}, optio
     ...overrides,
   });
   const queries: string[] = [];
-  const app = await createApp(config, { onQuery: (sql) => queries.push(sql), log: createLogger(config.logLevel), builder: testNixBuilder() });
+  const app = await createApp(config, { onQuery: (sql) => queries.push(sql), log: options.log ?? createLogger(config.logLevel), builder: testNixBuilder() });
   await syncBuiltInTemplates(app);
   const server = await startServer(app, { port: 0, host: '127.0.0.1', docker: app.docker });
   const controller = options.controller ? await startControllers(app) : null;

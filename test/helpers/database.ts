@@ -1,14 +1,21 @@
 // Each test file gets its own PostgreSQL database, cloned from a migrated template (fast), and its
 // own Redis key prefix; both are removed afterwards so files can run in parallel on shared servers.
 import { createHash, randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { Redis } from 'ioredis';
 import { migrationsDir } from '../../src/platform/db/migrations.js';
 
 export const ADMIN_URL = process.env.TEST_DATABASE_ADMIN_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
-export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
+export const REDIS_URL = process.env.TEST_REDIS_URL ?? redisUrlFromSetup() ?? 'redis://127.0.0.1:6379/0';
+
+/** scripts/setup.sh gives the machine's Redis a password and keeps it here; `npx vitest` alone finds it too. */
+function redisUrlFromSetup(): string | undefined {
+  const file = process.env.CONVOY_CREDENTIALS_FILE ?? '/var/lib/convoy/credentials.env';
+  const password = existsSync(file) ? /^CONVOY_REDIS_PASSWORD=(\S+)$/m.exec(readFileSync(file, 'utf8'))?.[1] : undefined;
+  return password ? `redis://:${password}@127.0.0.1:6379/0` : undefined;
+}
 
 /** Named after the migrations' content, so a changed migration gets a fresh template. */
 export function templateDatabaseName(): string {

@@ -3,7 +3,7 @@
 import { execa } from 'execa';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
@@ -104,6 +104,81 @@ async function runHttpBackend(root: string, req: IncomingMessage, res: ServerRes
     else headers[name] = value;
   }
   res.writeHead(status, headers).end(output.subarray(split + 4));
+}
+
+export interface TestTcpServer {
+  port: number;
+  /** Connections accepted so far. */
+  connections(): number;
+  close(): Promise<void>;
+}
+
+/**
+ * A TCP server on 127.0.0.1 that accepts and then never says a word: what a firewalled or hung
+ * service looks like to a client. With `trickle`, it sends one byte every so often instead, a
+ * transfer too slow to ever finish but never silent for long.
+ */
+export async function serveSilentPort(options: { trickleEveryMs?: number } = {}): Promise<TestTcpServer> {
+  const sockets = new Set<Socket>();
+  let accepted = 0;
+  const server = createTcpServer((socket) => {
+    accepted++;
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+    if (options.trickleEveryMs) {
+      socket.write('HTTP/1.1 200 OK\r\nContent-Type: application/x-git-upload-pack-advertisement\r\nTransfer-Encoding: chunked\r\n\r\n');
+      const timer = setInterval(() => socket.write('1\r\n0\r\n'), options.trickleEveryMs);
+      socket.on('close', () => clearInterval(timer));
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    connections: () => accepted,
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** A TCP server on 127.0.0.1 that greets like an ssh server, records what clients send, and hangs up. */
+export async function serveSshBanner(): Promise<TestTcpServer & { received: string[] }> {
+  const received: string[] = [];
+  let accepted = 0;
+  const server = createTcpServer((socket) => {
+    accepted++;
+    socket.on('error', () => {});
+    socket.write('SSH-2.0-OpenSSH_9.2p1 convoy-test\r\n');
+    socket.once('data', (chunk) => {
+      received.push(chunk.toString('latin1'));
+      socket.destroy();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    connections: () => accepted,
+    received,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+/** An HTTP server on 127.0.0.1 that answers every request with a redirect to `location` + the path. */
+export async function serveRedirects(location: string): Promise<TestTcpServer> {
+  let requests = 0;
+  const server = createServer((req, res) => {
+    requests++;
+    res.writeHead(302, { Location: `${location}${req.url ?? '/'}` }).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    connections: () => requests,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
 }
 
 export async function removeDirs(...dirs: string[]): Promise<void> {

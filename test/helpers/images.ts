@@ -22,6 +22,8 @@ export type TestImageOptions = {
   /** Make /health answer "ok" only this long after start (a slow-starting app). */
   healthyAfterMs?: number;
   port?: number;
+  /** Lines "start line 1".."start line N" written to stdout first (a service with a long log). */
+  startLines?: number;
   /** Extra files by absolute path inside the image. */
   extraFiles?: Record<string, string>;
 };
@@ -99,7 +101,8 @@ function startScript(options: TestImageOptions): string {
     options.healthyAfterMs !== undefined && options.healthy !== false
       ? `(sleep ${options.healthyAfterMs / 1000}; echo ok > /www/health) & `
       : '';
-  return `echo "test app listening on port ${port}"; ${becomeHealthy}exec httpd -f -v -p ${port} -h /www`;
+  const startLines = options.startLines ? `i=1; while [ $i -le ${options.startLines} ]; do echo "start line $i"; i=$((i+1)); done; ` : '';
+  return `${startLines}echo "test app listening on port ${port}"; ${becomeHealthy}exec httpd -f -v -p ${port} -h /www`;
 }
 
 async function buildRootfsTar(options: TestImageOptions): Promise<Buffer> {

@@ -119,7 +119,7 @@ export type WorkerAgentOptions = {
   log: Logger;
   onHeartbeat?: (report: HeartbeatReport) => void;
   /** Take build jobs (workerJobs) and run them with this builder against `docker`; absent: none. */
-  jobs?: { builder: Builder; docker: Docker } | null;
+  jobs?: { builder: Builder; docker: Docker; concurrency?: number } | null;
   /** Heartbeats over one long-lived WebSocket ('ws', the default: far cheaper for the API) or HTTP. */
   heartbeatTransport?: 'ws' | 'http';
 };
@@ -200,7 +200,7 @@ export class WorkerAgent {
   private startJobs() {
     const jobs = this.options.jobs;
     if (!jobs || !this.identity || this.signal.aborted) return;
-    this.jobRunner = new JobRunner({ apiUrl: this.identity.apiUrl, credential: this.identity.credential, session: this.session, client: this.identity.client, builder: jobs.builder, docker: jobs.docker, log: this.log });
+    this.jobRunner = new JobRunner({ apiUrl: this.identity.apiUrl, credential: this.identity.credential, session: this.session, client: this.identity.client, builder: jobs.builder, docker: jobs.docker, concurrency: jobs.concurrency, log: this.log });
     this.jobRunner.start();
     this.log.info('taking build jobs');
   }

@@ -1,6 +1,9 @@
-// Build jobs on this node: listen to workerJobs, claim an offer when idle, build with the builder
-// library against the local Docker engine, stream the log (appendJobLogs, batched) and report the
-// outcome (completeJob). All through GraphQL with the worker's credential.
+// Build jobs on this node: listen to workerJobs, claim offers while fewer than `concurrency` jobs run
+// here (so one tenant's long or stuck build does not hold the node for everyone else), build with the
+// builder library against the local Docker engine, stream the log (appendJobLogs, batched) and report
+// the outcome (completeJob). All through GraphQL with the worker's credential. A Git source's token is
+// fetched (jobGitCredential) right before the clone and only kept in memory: never in the spec, on
+// disk or in the log.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,20 +19,24 @@ import { LineBatcher } from '../../src/shared/line-batcher.js';
 const LOG_FLUSH_MS = 300;
 const LOG_BATCH_MAX = 500;
 const COMPLETE_ATTEMPTS = 5;
+const RESUBSCRIBE_OVERLAP_MS = 2000;
 
 const WORKER_JOBS = /* GraphQL */ `subscription { workerJobs { action jobId kind } }`;
 const CLAIM_JOB = /* GraphQL */ `
   mutation ClaimJob($jobId: ID!, $agentSession: String!) {
-    claimJob(jobId: $jobId, agentSession: $agentSession) { job { id attempt kind } spec gitToken }
+    claimJob(jobId: $jobId, agentSession: $agentSession) { job { id attempt kind } spec }
   }
 `;
+const JOB_GIT_CREDENTIAL = /* GraphQL */ `mutation JobGitCredential($jobId: ID!, $attempt: Int!) { jobGitCredential(jobId: $jobId, attempt: $attempt) }`;
 const APPEND_JOB_LOGS = /* GraphQL */ `mutation AppendJobLogs($jobId: ID!, $attempt: Int!, $lines: [String!]!) { appendJobLogs(jobId: $jobId, attempt: $attempt, lines: $lines) }`;
 const COMPLETE_JOB = /* GraphQL */ `
   mutation CompleteJob($jobId: ID!, $attempt: Int!, $outcome: BuildOutcomeInput!) { completeJob(jobId: $jobId, attempt: $attempt, outcome: $outcome) { id status } }
 `;
 
 type JobEvent = { action: 'OFFER' | 'CANCEL'; jobId: string; kind: string };
-type Claimed = { job: { id: string; attempt: number; kind: string }; spec: BuildSpec; gitToken: string | null };
+type Claimed = { job: { id: string; attempt: number; kind: string }; spec: BuildSpec };
+
+export const DEFAULT_JOB_CONCURRENCY = 2;
 
 export type JobRunnerOptions = {
   apiUrl: string;
@@ -40,12 +47,16 @@ export type JobRunnerOptions = {
   builder: Builder;
   docker: Docker;
   log: Logger;
+  /** Jobs run at once (default DEFAULT_JOB_CONCURRENCY). */
+  concurrency?: number;
 };
 
 export class JobRunner {
   private ws: Client | null = null;
-  private running: { jobId: string; abort: AbortController } | null = null;
+  private readonly running = new Map<string, AbortController>();
   private stopped = false;
+  /** An offer came while this agent was full: it may still be queued once a job ends. */
+  private missedOffers = false;
   private unsubscribe: (() => void) | null = null;
 
   constructor(private readonly options: JobRunnerOptions) {}
@@ -69,14 +80,17 @@ export class JobRunner {
   async stop(): Promise<void> {
     this.stopped = true;
     this.unsubscribe?.();
-    this.running?.abort.abort();
+    for (const abort of this.running.values()) abort.abort();
     await this.ws?.dispose();
   }
 
   /** (Re)subscribes; the subscription starts with the jobs queued now, so jobs offered while busy are not missed. */
   private listen() {
     if (this.stopped || !this.ws) return;
-    this.unsubscribe?.();
+    // The new subscription overlaps the old one for a moment, so no cancellation of a job still
+    // running here falls between the two (events seen twice are harmless).
+    const previous = this.unsubscribe;
+    if (previous) setTimeout(previous, RESUBSCRIBE_OVERLAP_MS).unref();
     this.unsubscribe = this.ws.subscribe<{ workerJobs: JobEvent }>(
       { query: WORKER_JOBS },
       {
@@ -95,18 +109,27 @@ export class JobRunner {
 
   private onEvent(event: JobEvent) {
     if (event.action === 'CANCEL') {
-      if (this.running?.jobId === event.jobId) {
+      const abort = this.running.get(event.jobId);
+      if (abort) {
         this.options.log.info({ jobId: event.jobId }, 'job cancelled by the API');
-        this.running.abort.abort();
+        abort.abort();
       }
       return;
     }
-    if (this.running || this.stopped || event.kind !== 'BUILD') return;
+    if (this.stopped || event.kind !== 'BUILD' || this.running.has(event.jobId)) return;
+    if (this.running.size >= (this.options.concurrency ?? DEFAULT_JOB_CONCURRENCY)) {
+      this.missedOffers = true;
+      return;
+    }
     const abort = new AbortController();
-    this.running = { jobId: event.jobId, abort };
+    this.running.set(event.jobId, abort);
     void this.claimAndRun(event.jobId, abort).finally(() => {
-      this.running = null;
-      this.listen();
+      this.running.delete(event.jobId);
+      // Offers that came while this agent was full may still be queued: subscribing again replays them.
+      if (this.missedOffers) {
+        this.missedOffers = false;
+        this.listen();
+      }
     });
   }
 
@@ -121,14 +144,15 @@ export class JobRunner {
       log.warn({ err: error, jobId }, 'claiming a job failed');
       return;
     }
-    const { job, spec, gitToken } = claimed;
+    const { job, spec } = claimed;
     log.info({ jobId: job.id, attempt: job.attempt, buildId: spec.buildId }, 'running a build job');
-    // executeBuild redacts the token from every line it hands out.
+    // Asked for only when the clone starts; executeBuild redacts it from every line it hands out.
+    const gitCredential = async () => (await client.request<{ jobGitCredential: string | null }>(JOB_GIT_CREDENTIAL, { jobId: job.id, attempt: job.attempt })).jobGitCredential;
     const logs = new JobLog(client, job.id, job.attempt, () => abort.abort(), log);
     const workDir = await mkdtemp(join(tmpdir(), 'convoy-agent-build-'));
     let outcome: BuildOutcome;
     try {
-      outcome = await executeBuild(this.options, spec, { workDir, token: gitToken, onLog: (line) => logs.line(line), signal: abort.signal });
+      outcome = await executeBuild(this.options, spec, { workDir, gitCredential, onLog: (line) => logs.line(line), signal: abort.signal });
     } finally {
       await logs.close();
       await rm(workDir, { recursive: true, force: true }).catch(() => {});

@@ -11,6 +11,7 @@ import { WORKER_HOSTNAME } from '../../src/modules/workers/validation.js';
 import { AgentFatalError, DEFAULT_HEARTBEAT_SECONDS, WorkerAgent } from './agent.js';
 import { checkLabels, parseLabels } from './labels.js';
 import { AGENT_VERSION } from './version.js';
+import { DEFAULT_JOB_CONCURRENCY } from './jobs.js';
 
 const EXIT_CONFIG = 2;
 const EXIT_REFUSED = 3;
@@ -27,6 +28,8 @@ const envSchema = z.object({
   CONVOY_AGENT_JOIN_SWARM: z.enum(['true', 'false']).default('true'),
   // Run build jobs offered by the API (Nix must be installed on the node).
   CONVOY_AGENT_BUILDS: z.enum(['true', 'false']).default('true'),
+  // Build jobs run at once on this node: more than one, so one tenant's long or stuck build does not hold it.
+  CONVOY_AGENT_BUILD_CONCURRENCY: z.coerce.number().int().min(1).max(32).default(DEFAULT_JOB_CONCURRENCY),
   // Heartbeats over one WebSocket (ws) or one HTTP request each (http).
   CONVOY_AGENT_TRANSPORT: z.enum(['ws', 'http']).default('ws'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -78,7 +81,7 @@ const agent = new WorkerAgent({
   joinSwarm: settings.CONVOY_AGENT_JOIN_SWARM === 'true',
   log,
   heartbeatTransport: settings.CONVOY_AGENT_TRANSPORT,
-  jobs: settings.CONVOY_AGENT_BUILDS === 'true' ? { builder: new NixBuilder(nixBuilderOptionsFromEnv()), docker: settings.docker } : null,
+  jobs: settings.CONVOY_AGENT_BUILDS === 'true' ? { builder: new NixBuilder(nixBuilderOptionsFromEnv()), docker: settings.docker, concurrency: settings.CONVOY_AGENT_BUILD_CONCURRENCY } : null,
 });
 
 let stopping = false;

@@ -1,7 +1,8 @@
 import { builder } from '../../graphql/builder.js';
-import { ConflictError, InvalidCredentialsError, NotFoundError, ValidationError } from '../common/errors.js';
+import { ConflictError, InvalidCredentialsError, NotFoundError, RateLimitedError, ValidationError } from '../common/errors.js';
 import { actorOf, userIdOf } from '../common/graphql.js';
 import * as auth from './service.js';
+import { limitLogin, limitRefresh, limitRegistration, operationAddress } from './throttle.js';
 
 const TokenPairRef = builder.simpleObject('TokenPair', {
   fields: (t) => ({
@@ -42,34 +43,34 @@ builder.mutationField('register', (t) =>
   t.field({
     type: AuthPayload,
     description: 'Creates an account and a personal organization it owns',
-    errors: { types: [ValidationError, ConflictError], directResult: true, union: { name: 'RegisterResult' } },
+    errors: { types: [ValidationError, ConflictError, RateLimitedError], directResult: true, union: { name: 'RegisterResult' } },
     args: { input: t.arg({ type: RegisterInput, required: true }) },
-    resolve: (_root, { input }, ctx) => auth.register(ctx.app, input, ctx.requestId),
+    resolve: (_root, { input }, ctx) => limitRegistration(ctx.app, operationAddress(ctx), () => auth.register(ctx.app, input, ctx.requestId)),
   }),
 );
 
 builder.mutationField('login', (t) =>
   t.field({
     type: AuthPayload,
-    errors: { types: [ValidationError, InvalidCredentialsError], directResult: true, union: { name: 'LoginResult' } },
+    errors: { types: [ValidationError, InvalidCredentialsError, RateLimitedError], directResult: true, union: { name: 'LoginResult' } },
     args: { input: t.arg({ type: LoginInput, required: true }) },
-    resolve: (_root, { input }, ctx) => auth.login(ctx.app, input, ctx.requestId),
+    resolve: (_root, { input }, ctx) => limitLogin(ctx.app, operationAddress(ctx), input.email, () => auth.login(ctx.app, input, ctx.requestId)),
   }),
 );
 
 builder.mutationField('refreshToken', (t) =>
   t.field({
     type: AuthPayload,
-    description: 'Exchanges a refresh token for a new pair. Reusing a spent refresh token revokes every token of that login.',
-    errors: { types: [InvalidCredentialsError], directResult: true, union: { name: 'RefreshTokenResult' } },
+    description: 'Exchanges a refresh token for a new pair. Reusing a spent refresh token ends that login: every refresh and access token of it.',
+    errors: { types: [InvalidCredentialsError, RateLimitedError], directResult: true, union: { name: 'RefreshTokenResult' } },
     args: { refreshToken: t.arg.string({ required: true }) },
-    resolve: (_root, args, ctx) => auth.refresh(ctx.app, args.refreshToken),
+    resolve: (_root, args, ctx) => limitRefresh(ctx.app, operationAddress(ctx), () => auth.refresh(ctx.app, args.refreshToken)),
   }),
 );
 
 builder.mutationField('logout', (t) =>
   t.boolean({
-    description: 'Revokes the session the refresh token belongs to',
+    description: 'Ends the login the refresh token belongs to: its refresh tokens, and its access tokens at once',
     args: { refreshToken: t.arg.string({ required: true }) },
     resolve: async (_root, args, ctx) => {
       await auth.logout(ctx.app, args.refreshToken, ctx.requestId);

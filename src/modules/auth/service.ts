@@ -11,6 +11,7 @@ import { recordAudit } from '../audit/audit.js';
 import { Role } from '../../generated/prisma/enums.js';
 import { ORGANIZATION_HEADER, type Actor, type Caller, type OrgMembership } from './caller.js';
 import { workerIdForCredential, type WorkerCredentialDeps } from './worker-credentials.js';
+import { isSessionRevoked, revokeSession, type SessionDeps } from './sessions.js';
 
 export type AuthDeps = { db: Db; config: Config };
 export type TokenPair = { accessToken: string; refreshToken: string; accessTokenExpiresAt: Date; refreshTokenExpiresAt: Date };
@@ -33,9 +34,10 @@ function jwtKey(config: Config) {
   return deriveKey(config.secretKey, 'jwt-access');
 }
 
-async function issueAccessToken(deps: AuthDeps, userId: string): Promise<{ token: string; expiresAt: Date }> {
+/** `sid` names the session (the refresh-token family) the token belongs to: ending it ends the token. */
+async function issueAccessToken(deps: AuthDeps, userId: string, sessionId: string): Promise<{ token: string; expiresAt: Date }> {
   const expiresAt = new Date(Date.now() + deps.config.accessTokenTtlSeconds * 1000);
-  const token = await new SignJWT({ typ: 'access' })
+  const token = await new SignJWT({ typ: 'access', sid: sessionId })
     .setProtectedHeader({ alg: 'HS256' })
     .setSubject(userId)
     .setIssuer('convoy')
@@ -50,7 +52,7 @@ async function issueTokenPair(deps: AuthDeps, userId: string, familyId: string, 
   const refreshToken = generateToken(REFRESH_TOKEN_PREFIX);
   const refreshTokenExpiresAt = new Date(Date.now() + deps.config.refreshTokenTtlSeconds * 1000);
   await db.refreshToken.create({ data: { userId, familyId, tokenHash: hashToken(refreshToken), expiresAt: refreshTokenExpiresAt } });
-  const access = await issueAccessToken(deps, userId);
+  const access = await issueAccessToken(deps, userId, familyId);
   return { accessToken: access.token, accessTokenExpiresAt: access.expiresAt, refreshToken, refreshTokenExpiresAt };
 }
 
@@ -119,14 +121,14 @@ export async function login(deps: AuthDeps, input: unknown, requestId?: string) 
  * Rotates a refresh token. A token that was already used means it leaked (or a client raced):
  * the whole family is revoked, logging out every session that descends from that login.
  */
-export async function refresh(deps: AuthDeps, refreshToken: string) {
+export async function refresh(deps: AuthDeps & SessionDeps, refreshToken: string) {
   if (typeof refreshToken !== 'string' || refreshToken.length > 200) throw new InvalidCredentialsError();
   const stored = await deps.db.refreshToken.findUnique({ where: { tokenHash: hashToken(refreshToken) } });
   if (!stored || stored.revokedAt || stored.expiresAt < new Date()) throw new InvalidCredentialsError();
   // Claim the token atomically so two concurrent refreshes cannot both succeed.
   const claimed = await deps.db.refreshToken.updateMany({ where: { id: stored.id, usedAt: null }, data: { usedAt: new Date() } });
   if (claimed.count === 0) {
-    await revokeFamily(deps.db, stored.familyId);
+    await revokeFamily(deps, stored.familyId);
     await recordAudit(deps.db, { userId: stored.userId }, 'auth.refresh_token_reused', 'User', stored.userId, { familyId: stored.familyId });
     throw new InvalidCredentialsError();
   }
@@ -135,16 +137,18 @@ export async function refresh(deps: AuthDeps, refreshToken: string) {
   return { user, tokens };
 }
 
-async function revokeFamily(db: Db, familyId: string) {
-  await db.refreshToken.updateMany({ where: { familyId, revokedAt: null }, data: { revokedAt: new Date() } });
+/** Ends a session: its refresh tokens in the database, its access tokens through the revocation mark. */
+async function revokeFamily(deps: AuthDeps & SessionDeps, familyId: string) {
+  await deps.db.refreshToken.updateMany({ where: { familyId, revokedAt: null }, data: { revokedAt: new Date() } });
+  await revokeSession(deps, familyId);
 }
 
 /** Ends the session the refresh token belongs to. Unknown tokens are ignored: logout always succeeds. */
-export async function logout(deps: AuthDeps, refreshToken: string, requestId?: string): Promise<void> {
+export async function logout(deps: AuthDeps & SessionDeps, refreshToken: string, requestId?: string): Promise<void> {
   if (typeof refreshToken !== 'string' || refreshToken.length > 200) return;
   const stored = await deps.db.refreshToken.findUnique({ where: { tokenHash: hashToken(refreshToken) } });
   if (!stored) return;
-  await revokeFamily(deps.db, stored.familyId);
+  await revokeFamily(deps, stored.familyId);
   await recordAudit(deps.db, { userId: stored.userId, requestId }, 'user.logout', 'User', stored.userId);
 }
 
@@ -177,7 +181,7 @@ export async function revokeApiToken(deps: AuthDeps, actor: Actor, id: string) {
 type Headers = { get(name: string): string | null };
 
 /** Resolves the caller from request headers. Bad credentials are an error, missing ones are anonymous. */
-export async function authenticate(deps: AuthDeps & WorkerCredentialDeps, headers: Headers): Promise<Caller> {
+export async function authenticate(deps: AuthDeps & WorkerCredentialDeps & SessionDeps, headers: Headers): Promise<Caller> {
   const authorization = headers.get('authorization');
   if (!authorization) return { kind: 'anonymous' };
   const match = /^Bearer ([A-Za-z0-9._~+/=-]{10,2048})$/.exec(authorization.trim());
@@ -210,14 +214,17 @@ export async function authenticate(deps: AuthDeps & WorkerCredentialDeps, header
   }
 
   let userId: string;
+  let sessionId: string;
   try {
     const { payload } = await jwtVerify(token, jwtKey(deps.config), { issuer: 'convoy', algorithms: ['HS256'] });
-    if (payload.typ !== 'access' || typeof payload.sub !== 'string') throw new UnauthenticatedError('Invalid access token');
+    if (payload.typ !== 'access' || typeof payload.sub !== 'string' || typeof payload.sid !== 'string') throw new UnauthenticatedError('Invalid access token');
     userId = payload.sub;
+    sessionId = payload.sid;
   } catch (error) {
     if (error instanceof joseErrors.JWTExpired) throw new UnauthenticatedError('Access token expired');
     throw new UnauthenticatedError('Invalid access token');
   }
+  if (await isSessionRevoked(deps, sessionId)) throw new UnauthenticatedError('Session ended: log in again');
   const { organization, denied } = await pickOrganization(deps.db, userId, requestedOrg);
   return { kind: 'user', userId, via: 'jwt', organization, organizationDenied: denied };
 }

@@ -43,8 +43,7 @@ const WorkerJobEventRef = builder.objectRef<WorkerJobEvent>('WorkerJobEvent').im
 const ClaimedJobRef = builder.objectRef<jobs.ClaimedJob>('ClaimedJob').implement({
   fields: (t) => ({
     job: t.field({ type: WorkerJobRef, resolve: (c) => c.job }),
-    spec: t.field({ type: 'JSON', description: 'What to build (a BuildSpec)', resolve: (c) => c.spec }),
-    gitToken: t.string({ nullable: true, description: "The repository's access token, for this claim only; never log it", resolve: (c) => c.gitToken }),
+    spec: t.field({ type: 'JSON', description: 'What to build (a BuildSpec); it never holds a secret: see jobGitCredential', resolve: (c) => c.spec }),
   }),
 });
 
@@ -99,6 +98,19 @@ builder.mutationField('claimJob', (t) =>
     resolve: (_root, args, ctx) => {
       const input = parseInput(z.object({ jobId, agentSession: z.string().regex(AGENT_SESSION, 'must be the agent session id') }), { jobId: String(args.jobId), agentSession: args.agentSession });
       return jobs.claimJob(ctx.app, agentOf(ctx), input.jobId, input.agentSession);
+    },
+  }),
+);
+
+builder.mutationField('jobGitCredential', (t) =>
+  t.string({
+    nullable: true,
+    description: "The repository's access token for the clone of a job this worker holds (null: none). Given once per claim, right before cloning; CONFLICT afterwards or once the job ended. Keep it in memory, never log or store it",
+    authScopes: { worker: true },
+    args: { jobId: t.arg.id({ required: true }), attempt: t.arg.int({ required: true }) },
+    resolve: (_root, args, ctx) => {
+      const input = parseInput(z.object({ jobId }), { jobId: String(args.jobId) });
+      return jobs.jobGitCredential(ctx.app, agentOf(ctx), input.jobId, args.attempt);
     },
   }),
 );

@@ -4,6 +4,14 @@
 // that process heartbeats: when it goes silent, restarts (new session) or its worker leaves ONLINE,
 // the job goes back to the queue with the next attempt number, and only the current attempt may
 // report on it, so a stale agent cannot overwrite its successor's work.
+//
+// Secrets: the job's payload and the claim carry no Git token. An agent asks for it with
+// jobGitCredential(jobId, attempt) just before it clones; the API hands it out once per claim, only to
+// the worker and process holding the current attempt, and never once the job ended. The agent keeps it
+// in memory for the clone (and to redact its log), never on disk; a lost claim cannot fetch it again.
+//
+// A platform admin may restrict a worker to some organizations (Worker.buildOrganizationIds): it is
+// offered only their jobs, and another organization's job is NOT_FOUND to it, like a missing one.
 import type { Db } from '../../platform/db/client.js';
 import type { Prisma, WorkerJob } from '../../generated/prisma/client.js';
 import { WorkerJobKind, WorkerJobStatus, WorkerStatus } from '../../generated/prisma/enums.js';
@@ -16,6 +24,7 @@ import { ConflictError, NotFoundError } from '../common/errors.js';
 import type { BuildOutcome, BuildSpec } from './execute.js';
 import { appendBuildLog, watchCancellation } from './runner.js';
 import { redactor } from './execute.js';
+import { releasingWith } from '../../platform/events/releasing.js';
 
 export type AgentJobDeps = { db: Db; bus: ConvoyBus; config: Config; redis: Redis; log: Logger };
 
@@ -35,12 +44,12 @@ async function publishJob(deps: Pick<AgentJobDeps, 'bus'>, event: Omit<WorkerJob
  * Offers the build to agents and waits for its outcome. Resumable: a controller that takes over the
  * build after a crash finds the job (one per build) and goes on waiting.
  */
-export async function runOnAgent(deps: AgentJobDeps, spec: BuildSpec): Promise<BuildOutcome> {
+export async function runOnAgent(deps: AgentJobDeps, spec: BuildSpec, organizationId: string): Promise<BuildOutcome> {
   const payload = spec as unknown as Prisma.InputJsonValue;
-  const job = await deps.db.workerJob.upsert({ where: { buildId: spec.buildId }, create: { kind: WorkerJobKind.BUILD, buildId: spec.buildId, payload }, update: {} });
+  const job = await deps.db.workerJob.upsert({ where: { buildId: spec.buildId }, create: { kind: WorkerJobKind.BUILD, buildId: spec.buildId, organizationId, payload }, update: {} });
   if (job.status === WorkerJobStatus.QUEUED) {
     await appendBuildLog(deps, spec.buildId, ['waiting for a worker agent to take the build']);
-    await publishJob(deps, { action: 'OFFER', jobId: job.id, kind: job.kind, workerId: null });
+    await publishJob(deps, { action: 'OFFER', jobId: job.id, kind: job.kind, workerId: null, organizationId: job.organizationId });
   }
   let cancelRequested = false;
   const stopWatching = watchCancellation(deps, spec.buildId, () => (cancelRequested = true));
@@ -97,7 +106,7 @@ async function releaseJob(deps: AgentJobDeps, job: WorkerJob & { worker: { hostn
   const who = job.worker?.hostname ?? 'its worker';
   await appendBuildLog(deps, job.buildId, [retry ? `the agent on ${who} stopped answering: retrying the build (attempt ${job.attempt + 1} of ${job.maxAttempts})` : `the agent on ${who} stopped answering: giving up after ${job.attempt} attempts`]);
   deps.log.warn({ jobId: job.id, workerId: job.workerId, attempt: job.attempt, retry }, 'worker job lost its agent');
-  if (retry) await publishJob(deps, { action: 'OFFER', jobId: job.id, kind: job.kind, workerId: null });
+  if (retry) await publishJob(deps, { action: 'OFFER', jobId: job.id, kind: job.kind, workerId: null, organizationId: job.organizationId });
 }
 
 /** True when the job ended here (nobody had it); otherwise the agent running it is told to stop. */
@@ -122,7 +131,18 @@ async function finishJob(db: Db, jobId: string, attempt: number, status: WorkerJ
 
 export type AgentCaller = { workerId: string };
 
-export type ClaimedJob = { job: WorkerJob; spec: BuildSpec; gitToken: string | null };
+export type ClaimedJob = { job: WorkerJob; spec: BuildSpec };
+
+/** The one rule for a worker's organizations: none set takes every organization's jobs. */
+export function workerTakesOrganization(worker: { buildOrganizationIds: string[] }, organizationId: string | null): boolean {
+  if (worker.buildOrganizationIds.length === 0) return true;
+  return organizationId !== null && worker.buildOrganizationIds.includes(organizationId);
+}
+
+/** Prisma filter for the jobs a worker may take (the same rule as workerTakesOrganization). */
+function takenBy(worker: { buildOrganizationIds: string[] }): Prisma.WorkerJobWhereInput {
+  return worker.buildOrganizationIds.length ? { organizationId: { in: worker.buildOrganizationIds } } : {};
+}
 
 /** A job another worker holds, or one that does not exist, looks the same: NOT_FOUND. */
 async function heldJob(db: Db, caller: AgentCaller, jobId: string, attempt: number) {
@@ -144,22 +164,40 @@ export async function claimJob(deps: AgentJobDeps, caller: AgentCaller, jobId: s
   await deps.db.worker.update({ where: { id: worker.id }, data: { agentSession } });
   const [claimed] = jobId.length <= 64
     ? await deps.db.workerJob.updateManyAndReturn({
-        where: { id: jobId, status: WorkerJobStatus.QUEUED, cancelRequestedAt: null },
-        data: { status: WorkerJobStatus.CLAIMED, workerId: worker.id, agentSession, claimedAt: new Date(), attempt: { increment: 1 } },
+        where: { id: jobId, status: WorkerJobStatus.QUEUED, cancelRequestedAt: null, ...takenBy(worker) },
+        data: { status: WorkerJobStatus.CLAIMED, workerId: worker.id, agentSession, claimedAt: new Date(), gitCredentialIssuedAt: null, attempt: { increment: 1 } },
       })
     : [];
   if (!claimed) {
-    const exists = jobId.length <= 64 && (await deps.db.workerJob.count({ where: { id: jobId } })) > 0;
+    // Another organization's job, for a worker restricted to others, is as missing as a job that is not there.
+    const exists = jobId.length <= 64 && (await deps.db.workerJob.count({ where: { id: jobId, ...takenBy(worker) } })) > 0;
     if (!exists) throw new NotFoundError('WorkerJob', jobId.slice(0, 64));
     throw new ConflictError('Another agent took this job, or it ended');
   }
-  let gitToken: string | null = null;
   if (claimed.buildId) {
-    const build = await deps.db.build.update({ where: { id: claimed.buildId }, data: { workerId: worker.id }, include: { service: { select: { gitTokenEnc: true } } } });
-    gitToken = gitTokenOf(deps.config, build.service);
+    await deps.db.build.update({ where: { id: claimed.buildId }, data: { workerId: worker.id } });
     await appendBuildLog(deps, claimed.buildId, [`worker ${worker.hostname} took the build (attempt ${claimed.attempt})`]);
   }
-  return { job: claimed, spec: claimed.payload as unknown as BuildSpec, gitToken };
+  return { job: claimed, spec: claimed.payload as unknown as BuildSpec };
+}
+
+/**
+ * The repository's access token for the clone of the current claim (null: the repository has none).
+ * Once per claim: a second request, a stale attempt or an ended job is refused (CONFLICT).
+ */
+export async function jobGitCredential(deps: AgentJobDeps, caller: AgentCaller, jobId: string, attempt: number): Promise<string | null> {
+  const job = await heldJob(deps.db, caller, jobId, attempt);
+  // The process that claimed it must still be the worker's live one (a restarted agent's claims are void).
+  const worker = await deps.db.worker.findUniqueOrThrow({ where: { id: caller.workerId }, select: { agentSession: true } });
+  if (!job.agentSession || worker.agentSession !== job.agentSession) throw new ConflictError('This claim belongs to an agent process that is gone: stop working on it');
+  const issued = await deps.db.workerJob.updateMany({
+    where: { id: job.id, status: WorkerJobStatus.CLAIMED, attempt, workerId: caller.workerId, agentSession: job.agentSession, gitCredentialIssuedAt: null },
+    data: { gitCredentialIssuedAt: new Date() },
+  });
+  if (!issued.count) throw new ConflictError('The Git credential of this claim was already handed out: it is given once, for the clone');
+  const token = job.build ? gitTokenOf(deps.config, job.build.service) : null;
+  if (job.buildId) await appendBuildLog(deps, job.buildId, [token ? 'the agent fetched the repository credential for the clone' : 'the repository has no access token']);
+  return token;
 }
 
 export async function appendJobLogs(deps: AgentJobDeps, caller: AgentCaller, jobId: string, attempt: number, lines: string[]): Promise<number> {
@@ -180,23 +218,35 @@ export async function completeJob(deps: AgentJobDeps, caller: AgentCaller, jobId
   return done;
 }
 
-/** Jobs waiting for an agent (what a newly connected agent should look at first). */
-export async function queuedJobs(db: Db): Promise<WorkerJob[]> {
-  return db.workerJob.findMany({ where: { status: WorkerJobStatus.QUEUED, cancelRequestedAt: null }, orderBy: { createdAt: 'asc' }, take: 100 });
+/** Jobs waiting for an agent of this worker (what a newly connected agent should look at first). */
+export async function queuedJobs(db: Db, worker: { buildOrganizationIds: string[] }): Promise<WorkerJob[]> {
+  return db.workerJob.findMany({ where: { status: WorkerJobStatus.QUEUED, cancelRequestedAt: null, ...takenBy(worker) }, orderBy: { createdAt: 'asc' }, take: 100 });
 }
 
-/** Offers (to every agent) and cancellations (to the agent holding the job), queued ones first. */
-export async function followWorkerJobs(deps: Pick<AgentJobDeps, 'db' | 'bus'>, caller: AgentCaller): Promise<AsyncGenerator<WorkerJobEvent>> {
+/** How long a subscription trusts the worker's organizations before reading them again. */
+const WORKER_ORGANIZATIONS_TTL_MS = 5000;
+
+/** Offers (to the agents allowed to take them) and cancellations (to the agent holding the job), queued ones first. */
+export async function followWorkerJobs(deps: Pick<AgentJobDeps, 'db' | 'bus'>, caller: AgentCaller): Promise<AsyncIterableIterator<WorkerJobEvent>> {
   const live = await deps.bus.subscribe('workerJobs', 'all');
-  return (async function* () {
+  const readWorker = () => deps.db.worker.findUniqueOrThrow({ where: { id: caller.workerId }, select: { buildOrganizationIds: true } });
+  const events = async function* (): AsyncGenerator<WorkerJobEvent> {
     try {
-      for (const job of await queuedJobs(deps.db)) yield { action: 'OFFER', jobId: job.id, kind: job.kind, workerId: null, at: job.createdAt.toISOString() };
+      let worker = await readWorker();
+      let readAt = Date.now();
+      for (const job of await queuedJobs(deps.db, worker)) yield { action: 'OFFER', jobId: job.id, kind: job.kind, workerId: null, at: job.createdAt.toISOString() };
       for await (const event of live) {
         if (event.action === 'CANCEL' && event.workerId !== caller.workerId) continue;
-        yield event;
+        if (event.action === 'OFFER') {
+          if (Date.now() - readAt > WORKER_ORGANIZATIONS_TTL_MS) [worker, readAt] = [await readWorker(), Date.now()];
+          if (!workerTakesOrganization(worker, event.organizationId ?? null)) continue;
+        }
+        // Which organization a job is for stays between the API and the controller.
+        yield { action: event.action, jobId: event.jobId, kind: event.kind, workerId: event.workerId, at: event.at };
       }
     } finally {
       await live.return?.();
     }
-  })();
+  };
+  return releasingWith(events(), live);
 }

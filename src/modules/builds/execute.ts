@@ -1,6 +1,7 @@
 // Running one build, wherever it runs (the controller, or a worker agent that claimed the job): fetch
 // the source, build it with Nix, turn the closure into an image, load (and push) it. Everything it
-// needs is in a serializable BuildSpec, plus the Git token, which is never stored with the spec.
+// needs is in a serializable BuildSpec; the Git token is never part of it. The build asks for the token
+// (`gitCredential`) only when it clones, and keeps it in memory for that alone (plus redaction).
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type Docker from 'dockerode';
@@ -8,12 +9,16 @@ import type { Builder, BuildSource } from '../../platform/builder/index.js';
 import { BUILT_IN_TEMPLATES_DIR, componentsInStartOrder, loadTemplate, startCommand, templateBuildSource } from '../../platform/builder/index.js';
 import { loadImage, pushImage, writeImageArchive } from '../../platform/images/index.js';
 import { detectSource, shallowClone, TEMPLATE_FOR_SOURCE } from '../../platform/git/index.js';
+import type { OutboundPolicy } from '../../platform/net/index.js';
 
 export type BuildSpecSource =
   /** A Nix expression; `start` names the start command when the output has no bin/convoy-start. */
   | { kind: 'expression'; expression: string; start?: string[] | null; port?: number | null }
   | { kind: 'builtInTemplate'; slug: string }
-  | { kind: 'git'; url: string; ref: string; allowFile: boolean };
+  /** `network`: the controller's outbound policy and clone timeouts (an agent applies the same rules). */
+  | { kind: 'git'; url: string; ref: string; allowFile: boolean; network?: GitNetworkSettings };
+
+export type GitNetworkSettings = { outbound: OutboundPolicy; timeoutMs: number; connectTimeoutMs: number };
 
 export type BuildSpec = {
   buildId: string;
@@ -41,12 +46,26 @@ export type BuildOutcome = {
 
 export type ExecuteDeps = { builder: Builder; docker: Docker };
 
-type PreparedSource = { source: BuildSource; entrypoint: (outPath: string) => Promise<string[]>; port: number | null; commitSha: string | null };
+type PreparedSource = { source: BuildSource; entrypoint: (outPath: string) => Promise<string[]>; port: number | null; commitSha: string | null; commitTime?: Date };
 
 export function redactor(secrets: (string | null | undefined)[]): (line: string) => string {
   const present = secrets.filter((s): s is string => !!s && s.length >= 4);
   return (line) => present.reduce((text, secret) => text.split(secret).join('***'), line);
 }
+
+/** A redactor that learns secrets later (a token fetched mid-build), in raw and URL-encoded form. */
+function growingRedactor() {
+  const secrets: string[] = [];
+  return {
+    add(secret: string | null) {
+      if (secret && secret.length >= 4) secrets.push(secret, encodeURIComponent(secret));
+    },
+    redact: (line: string) => secrets.reduce((text, secret) => text.split(secret).join('***'), line),
+  };
+}
+
+/** Gives the repository's access token (null: none) for the clone about to start; called at most once. */
+export type GitCredentialSource = () => Promise<string | null>;
 
 /** A user's build output runs `bin/convoy-start`, or its only program in bin/. */
 async function defaultEntrypoint(outPath: string): Promise<string[]> {
@@ -68,7 +87,7 @@ async function builtInTemplateSource(slug: string, repositoryDir?: string): Prom
   };
 }
 
-async function prepareSource(spec: BuildSpec, workDir: string, onLog: (line: string) => void, signal: AbortSignal, token: string | null): Promise<PreparedSource> {
+async function prepareSource(spec: BuildSpec, workDir: string, onLog: (line: string) => void, signal: AbortSignal, gitCredential: GitCredentialSource): Promise<PreparedSource> {
   const { source } = spec;
   switch (source.kind) {
     case 'expression':
@@ -83,13 +102,15 @@ async function prepareSource(spec: BuildSpec, workDir: string, onLog: (line: str
     case 'git': {
       const repoDir = join(workDir, 'src');
       onLog(`cloning ${source.url} at ${source.ref}`);
-      const { commitSha } = await shallowClone({ url: source.url, ref: source.ref, dir: repoDir, token: token ?? undefined, allowFile: source.allowFile, onLog, signal });
+      // Fetched just now and dropped after the clone: nothing later in the build needs it.
+      const token = await gitCredential();
+      const { commitSha, commitTime } = await shallowClone({ url: source.url, ref: source.ref, dir: repoDir, token: token ?? undefined, allowFile: source.allowFile, ...source.network, onLog, signal });
       onLog(`checked out ${commitSha}`);
       const kind = await detectSource(repoDir);
       if (!kind) throw new Error('the repository has no default.nix or flake.nix, and no package.json, requirements.txt, pyproject.toml, go.mod or index.html to detect its language from');
-      if (kind === 'nix') return { source: { kind: 'file', path: repoDir }, entrypoint: defaultEntrypoint, port: null, commitSha };
+      if (kind === 'nix') return { source: { kind: 'file', path: repoDir }, entrypoint: defaultEntrypoint, port: null, commitSha, commitTime };
       onLog(`detected a ${kind} project: building it with the ${TEMPLATE_FOR_SOURCE[kind]} template`);
-      return { ...(await builtInTemplateSource(TEMPLATE_FOR_SOURCE[kind], repoDir)), commitSha };
+      return { ...(await builtInTemplateSource(TEMPLATE_FOR_SOURCE[kind], repoDir)), commitSha, commitTime };
     }
   }
 }
@@ -98,12 +119,18 @@ async function prepareSource(spec: BuildSpec, workDir: string, onLog: (line: str
  * Never throws for the build's own failures: they come back as FAILED (or CANCELLED when `signal`
  * aborted) with a redacted message. `workDir` is the caller's to create and remove.
  */
-export async function executeBuild(deps: ExecuteDeps, spec: BuildSpec, options: { workDir: string; token: string | null; onLog: (line: string) => void; signal: AbortSignal }): Promise<BuildOutcome> {
-  const redact = redactor([options.token]);
+export async function executeBuild(deps: ExecuteDeps, spec: BuildSpec, options: { workDir: string; gitCredential: GitCredentialSource; onLog: (line: string) => void; signal: AbortSignal }): Promise<BuildOutcome> {
+  const redaction = growingRedactor();
+  const redact = redaction.redact;
   const onLog = (line: string) => options.onLog(redact(line));
+  const gitCredential = async () => {
+    const token = await options.gitCredential();
+    redaction.add(token);
+    return token;
+  };
   let commitSha: string | null = null;
   try {
-    const prepared = await prepareSource(spec, options.workDir, onLog, options.signal, options.token);
+    const prepared = await prepareSource(spec, options.workDir, onLog, options.signal, gitCredential);
     commitSha = prepared.commitSha;
     const result = await deps.builder.build(prepared.source, { onLog: (line) => onLog(line), signal: options.signal, timeoutMs: spec.timeoutMs });
     if (result.status !== 'SUCCEEDED') {
@@ -119,6 +146,8 @@ export async function executeBuild(deps: ExecuteDeps, spec: BuildSpec, options: 
       primaryPath: result.outPath!,
       // Nothing build-specific here: identical inputs must give identical image ids.
       labels: { 'convoy.service-id': spec.serviceId, ...(commitSha ? { 'convoy.commit': commitSha } : {}) },
+      // The commit's time, not the build's: a rebuild of the same commit gives the same image id.
+      created: prepared.commitTime,
     }, join(options.workDir, 'image.tar'));
     const loaded = await loadImage(deps.docker, archive.archivePath, spec.imageTag);
     let imageRef = loaded.tag;

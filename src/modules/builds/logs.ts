@@ -1,6 +1,9 @@
 import type { Db } from '../../platform/db/client.js';
-import type { ConvoyBus } from '../../events.js';
+import type { BuildEvent, ConvoyBus } from '../../events.js';
+import { BuildStatus } from '../../generated/prisma/enums.js';
 import { NotFoundError } from '../common/errors.js';
+import { currentThenChanges } from '../common/current-then-changes.js';
+import { releasingWith } from '../../platform/events/releasing.js';
 import type { Actor } from '../auth/caller.js';
 import { FINISHED_BUILD_STATUSES } from './service.js';
 
@@ -10,11 +13,11 @@ export type BuildLogLine = { seq: number; line: string };
  * The build's stored log, then its live lines until it ends. Subscribing before reading the stored
  * log, and numbering lines, means no line is lost or repeated across the switch.
  */
-export async function followBuildLogs(deps: { db: Db; bus: ConvoyBus }, actor: Pick<Actor, 'organizationId'>, buildId: string): Promise<AsyncGenerator<BuildLogLine>> {
+export async function followBuildLogs(deps: { db: Db; bus: ConvoyBus }, actor: Pick<Actor, 'organizationId'>, buildId: string): Promise<AsyncIterableIterator<BuildLogLine>> {
   const owned = await deps.db.build.count({ where: { id: String(buildId).slice(0, 64), service: { organizationId: actor.organizationId } } });
   if (!owned) throw new NotFoundError('Build', String(buildId).slice(0, 64));
   const live = await deps.bus.subscribe('buildLog', buildId);
-  return (async function* () {
+  const lines = async function* () {
     try {
       const build = await deps.db.build.findUniqueOrThrow({ where: { id: buildId }, select: { logs: true, status: true } });
       const stored = build.logs ? build.logs.replace(/\n$/, '').split('\n') : [];
@@ -33,5 +36,24 @@ export async function followBuildLogs(deps: { db: Db; bus: ConvoyBus }, actor: P
     } finally {
       await live.return?.();
     }
-  })();
+  };
+  return releasingWith(lines(), live);
+}
+
+const BUILD_STATUS_ORDER = [BuildStatus.QUEUED, BuildStatus.RUNNING];
+
+/** The build's current status, then its changes until it ends (see currentThenChanges). */
+export async function followBuildStatus(deps: { db: Db; bus: ConvoyBus }, actor: Pick<Actor, 'organizationId'>, buildId: string): Promise<AsyncIterableIterator<BuildEvent>> {
+  const id = String(buildId).slice(0, 64);
+  const owned = await deps.db.build.count({ where: { id, service: { organizationId: actor.organizationId } } });
+  if (!owned) throw new NotFoundError('Build', id);
+  const live = await deps.bus.subscribe('build', id);
+  try {
+    const build = await deps.db.build.findUniqueOrThrow({ where: { id }, select: { status: true, serviceId: true, error: true, updatedAt: true } });
+    const current: BuildEvent = { buildId: id, serviceId: build.serviceId, organizationId: actor.organizationId, status: build.status, message: build.error ?? build.status.toLowerCase(), at: build.updatedAt.toISOString() };
+    return currentThenChanges(live, current, { order: BUILD_STATUS_ORDER, isFinal: (status) => FINISHED_BUILD_STATUSES.includes(status as BuildStatus) });
+  } catch (error) {
+    await live.return?.();
+    throw error;
+  }
 }

@@ -16,6 +16,7 @@ import { gitTokenOf, transitionServiceStatus } from '../services/service.js';
 import { mainComponent } from '../templates/service.js';
 import { queueDeployment, snapshotConfig, type DeployDeps } from '../deployments/service.js';
 import type { PortSpec } from '../services/validation.js';
+import { builtImageTag } from '../services/image-ownership.js';
 import { cancelFlagKey, FINISHED_BUILD_STATUSES, publishBuildStatus } from './service.js';
 import { executeBuild, redactor, type BuildOutcome, type BuildSpec, type BuildSpecSource } from './execute.js';
 import { runOnAgent } from './agent-jobs.js';
@@ -45,8 +46,9 @@ export function watchCancellation(deps: Pick<BuildRunnerDeps, 'redis' | 'config'
   return () => clearInterval(timer);
 }
 
+/** Under the organization's part of Convoy's namespace: deploys check that the caller's org built it. */
 function imageTag(service: Service, build: Build) {
-  return `convoy/${service.id.toLowerCase()}:${build.id.toLowerCase()}`;
+  return builtImageTag(service.organizationId, service.id, build.id);
 }
 
 /** Everything a build needs but the Git token, resolved here so an agent needs no database. */
@@ -66,7 +68,8 @@ async function buildSpecOf(deps: BuildRunnerDeps, service: Service, build: Build
       break;
     }
     case SourceType.GIT:
-      source = { kind: 'git', url: service.gitUrl!, ref: build.gitRef ?? service.gitBranch ?? 'main', allowFile: deps.config.build.allowFileGitUrls };
+      source = { kind: 'git', url: service.gitUrl!, ref: build.gitRef ?? service.gitBranch ?? 'main', allowFile: deps.config.build.allowFileGitUrls,
+        network: { outbound: deps.config.outbound, timeoutMs: deps.config.build.gitCloneTimeoutSeconds * 1000, connectTimeoutMs: deps.config.build.gitConnectTimeoutSeconds * 1000 } };
       break;
     default:
       throw new Error('this service runs a ready image; there is nothing to build');
@@ -90,7 +93,7 @@ async function executeHere(deps: BuildRunnerDeps, spec: BuildSpec, token: string
   const stopWatching = watchCancellation(deps, spec.buildId, () => cancel.abort());
   const workDir = await mkdtemp(join(tmpdir(), 'convoy-build-'));
   try {
-    return await executeBuild(deps, spec, { workDir, token, onLog: (line) => log.line(line), signal: cancel.signal });
+    return await executeBuild(deps, spec, { workDir, gitCredential: async () => token, onLog: (line) => log.line(line), signal: cancel.signal });
   } finally {
     stopWatching();
     await log.flush();
@@ -121,7 +124,7 @@ export async function runBuild(deps: BuildRunnerDeps, buildId: string): Promise<
     await transitionServiceStatus(deps, service.id, ServiceStatus.BUILDING, `build ${build.id} started`);
 
     const spec = await buildSpecOf(deps, service, build);
-    const outcome = deps.config.build.executor === 'agents' ? await runOnAgent(deps, spec) : await executeHere(deps, spec, token);
+    const outcome = deps.config.build.executor === 'agents' ? await runOnAgent(deps, spec, organizationId) : await executeHere(deps, spec, token);
     if (outcome.commitSha) await deps.db.build.update({ where: { id: build.id }, data: { commitSha: outcome.commitSha } });
 
     if (outcome.status !== 'SUCCEEDED') {

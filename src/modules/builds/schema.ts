@@ -1,11 +1,10 @@
-import { GraphQLError } from 'graphql';
 import { builder } from '../../graphql/builder.js';
 import { BuildStatus } from '../../generated/prisma/enums.js';
 import { ConflictError, NotFoundError, ValidationError } from '../common/errors.js';
 import { actorOf } from '../common/graphql.js';
 import type { BuildEvent } from '../../events.js';
 import * as builds from './service.js';
-import { followBuildLogs } from './logs.js';
+import { followBuildLogs, followBuildStatus } from './logs.js';
 
 const BuildStatusEnum = builder.enumType(BuildStatus, { name: 'BuildStatus' });
 
@@ -129,15 +128,10 @@ const BuildEventRef = builder.objectRef<BuildEvent>('BuildStatusEvent').implemen
 builder.subscriptionField('buildEvents', (t) =>
   t.field({
     type: BuildEventRef,
-    description: 'Status changes of one build',
+    description: 'The build\'s current status first, then each change; completes once the build has ended',
     authScopes: { member: true },
     args: { buildId: t.arg.id({ required: true }) },
-    subscribe: async (_root, args, ctx) => {
-      const id = String(args.buildId);
-      const owned = await ctx.app.db.build.count({ where: { id, service: { organizationId: actorOf(ctx).organizationId } } });
-      if (!owned) throw new GraphQLError(`Build ${id.slice(0, 64)} was not found`, { extensions: { code: 'NOT_FOUND' } });
-      return ctx.app.bus.subscribe('build', id);
-    },
+    subscribe: (_root, args, ctx) => followBuildStatus(ctx.app, actorOf(ctx), String(args.buildId)),
     resolve: (event) => event,
   }),
 );

@@ -12,6 +12,7 @@ import { recordAudit } from '../audit/audit.js';
 import type { Actor } from '../auth/caller.js';
 import { getService } from '../services/service.js';
 import { gitRef } from '../services/validation.js';
+import { ensureJobRunnable } from '../../platform/queue/queues.js';
 
 export type BuildJob = { buildId: string };
 export type BuildDeps = { db: Db; bus: ConvoyBus; config: Config; redis: Redis; queues: { builds: Queue<BuildJob> } };
@@ -56,8 +57,16 @@ async function queueBuild(deps: BuildDeps, actor: Actor | null, service: Service
     return created;
   });
   await publishBuildStatus(deps, build, service.organizationId, BuildStatus.QUEUED, 'queued');
-  await deps.queues.builds.add('build', { buildId: build.id }, { jobId: buildJobId(build.id), attempts: 1 });
+  await deps.queues.builds.add(BUILD_JOB.name, { buildId: build.id }, { ...BUILD_JOB.opts, jobId: buildJobId(build.id) });
   return build;
+}
+
+/** How a build's job is queued (once per build, by its id; admission decides when it runs). */
+export const BUILD_JOB = { name: 'build', opts: { attempts: 1 } } as const;
+
+/** Lets the build's job run now: promoted if it waits its turn, queued again if it was lost. */
+export function ensureBuildJobRunnable(deps: Pick<BuildDeps, 'queues'>, buildId: string) {
+  return ensureJobRunnable(deps.queues.builds, buildJobId(buildId), { name: BUILD_JOB.name, data: { buildId }, opts: BUILD_JOB.opts });
 }
 
 /** Stops a queued or running build. The running deployment is never touched. */

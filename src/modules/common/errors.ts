@@ -49,3 +49,10 @@ export class InvalidCredentialsError extends DomainError {
     super('Invalid credentials');
   }
 }
+
+/** Too many attempts from this client (or at this account): try again after retryAfterSeconds. */
+export class RateLimitedError extends DomainError {
+  constructor(public readonly retryAfterSeconds: number) {
+    super(`Too many attempts; try again in ${retryAfterSeconds} s`);
+  }
+}

@@ -9,3 +9,12 @@ export function parseInput<S extends z.ZodType>(schema: S, input: unknown): z.ou
     result.error.issues.map((issue) => ({ path: issue.path.map(String), message: issue.message })),
   );
 }
+
+// PostgreSQL text cannot hold NUL, and UTF-8 cannot encode an unpaired UTF-16 surrogate: either made a
+// query fail deep inside Prisma as an internal error. Input carrying them is refused where it arrives.
+const UNSTORABLE = /\u0000|\p{Cs}/u;
+export const UNSTORABLE_MESSAGE = 'contains a NUL character or an unpaired UTF-16 surrogate';
+
+export function hasUnstorableCharacters(value: string): boolean {
+  return UNSTORABLE.test(value);
+}

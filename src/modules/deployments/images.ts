@@ -22,6 +22,9 @@ export async function pruneBuiltImages(deps: { db: Db; docker: Docker }, keepHea
     const built = await deps.db.build.findMany({ where: { serviceId: service.id, imageRef: { not: null } }, select: { imageRef: true } });
     for (const ref of new Set(built.map((b) => b.imageRef!))) {
       if (keep.has(ref)) continue;
+      // Another service of the organization may deploy the same build's image (deployService with image).
+      const usedElsewhere = await deps.db.deployment.count({ where: { image: ref, serviceId: { not: service.id }, service: { deletedAt: null }, status: { in: [...HEALTHY_STATUSES, DeploymentStatus.QUEUED, DeploymentStatus.DEPLOYING] } } });
+      if (usedElsewhere) continue;
       if (await removeImage(deps.docker, ref)) removed.push(ref);
     }
   }

@@ -6,10 +6,11 @@ import { DeploymentKind, DeploymentStatus, ServiceStatus } from '../../generated
 import type { ConvoyBus } from '../../events.js';
 import type { Config } from '../../config.js';
 import type { Logger } from '../../platform/logging/logger.js';
-import { OrchestratorError, type Orchestrator, type RolloutResult, type SwarmServiceSpec } from '../../platform/orchestrator/index.js';
+import { OrchestratorError, type Orchestrator, type RolloutResult, type ServiceInfo, type SwarmServiceSpec } from '../../platform/orchestrator/index.js';
 import { nodesToAvoid } from '../workers/failover.js';
-import { transitionServiceStatus } from '../services/service.js';
-import { FINISHED_STATUSES } from './service.js';
+import { routedDomains, transitionServiceStatus } from '../services/service.js';
+import { FINISHED_STATUSES, taskLabelOf } from './service.js';
+import { pullAuthFor } from './registry-credentials.js';
 import { organizationNetworkName, swarmServiceName, toSwarmSpec, type DeploymentConfig } from './spec.js';
 
 export type RunnerDeps = { db: Db; bus: ConvoyBus; config: Config; orchestrator: Orchestrator; log: Logger };
@@ -33,15 +34,29 @@ async function specFor(deps: RunnerDeps, service: Service, deployment: Deploymen
     {
       serviceId: service.id,
       organizationId: service.organizationId,
-      deploymentId: deployment.id,
+      deploymentId: taskLabelOf(deployment),
       image: deployment.image,
       replicas: deployment.replicas,
       config: deployment.config as unknown as DeploymentConfig,
       builtByConvoy: deployment.buildId !== null,
+      verifiedDomains: await routedDomains(deps.db, service.id),
     },
     deps.config.deploy,
   );
   return { ...spec, excludedNodes: await nodesToAvoid(deps, service.id) };
+}
+
+/**
+ * Whether Swarm already has this deployment's spec: its task template (by label) and its replica count.
+ * A scale keeps the label of the deployment it scales, so the label alone does not tell.
+ */
+function isApplied(swarm: ServiceInfo, deployment: Deployment): boolean {
+  return swarm.deploymentLabel === taskLabelOf(deployment) && swarm.replicas === deployment.replicas;
+}
+
+/** Waits until Swarm runs the deployment's replica count of healthy tasks of its task template. */
+function waitForDeployment(deps: RunnerDeps, swarmServiceId: string, deployment: Deployment, deadline: Date, signal?: AbortSignal) {
+  return deps.orchestrator.waitForRollout(swarmServiceId, { deploymentId: taskLabelOf(deployment), desiredReplicas: deployment.replicas, deadline, signal, failedTaskLimit: 3 });
 }
 
 /** Idempotent: a finished deployment is left alone; an interrupted one resumes where Swarm is. */
@@ -76,20 +91,22 @@ async function applySpec(deps: RunnerDeps, service: Service, deployment: Deploym
   await deps.orchestrator.ensureNetwork(organizationNetworkName(service.organizationId), { 'convoy.organization-id': service.organizationId, 'convoy.managed': 'true' });
   const existing = await deps.orchestrator.findServiceByName(spec.name);
   let swarmServiceId: string;
+  // The deploying organization's own registry login, if it stored one: never anyone else's.
+  const registryAuth = await pullAuthFor(deps, service.organizationId, deployment.image);
   if (!existing) {
-    swarmServiceId = (await deps.orchestrator.createService(spec)).id;
+    swarmServiceId = (await deps.orchestrator.createService(spec, { registryAuth })).id;
   } else {
     swarmServiceId = existing.id;
     // Already applied by an earlier attempt of this job (the controller crashed while watching): just watch.
-    if (existing.deploymentLabel !== deployment.id) {
+    if (!isApplied(existing, deployment)) {
       const forceRestart = deployment.kind === DeploymentKind.RESTART || deployment.kind === DeploymentKind.REDEPLOY;
-      await deps.orchestrator.updateService(existing.id, spec, { forceRestart });
+      await deps.orchestrator.updateService(existing.id, spec, { forceRestart, registryAuth });
     }
   }
   await deps.db.deployment.update({ where: { id: deployment.id }, data: { swarmServiceId } });
 
   const [result] = await Promise.all([
-    deps.orchestrator.waitForRollout(swarmServiceId, { deploymentId: deployment.id, desiredReplicas: spec.replicas, deadline, signal, failedTaskLimit: 3 }),
+    waitForDeployment(deps, swarmServiceId, deployment, deadline, signal),
     statusChange,
   ]);
   if (signal?.aborted) return; // shutting down: the job is retried and resumes watching
@@ -119,11 +136,21 @@ async function markHealthy(deps: RunnerDeps, service: Service, deployment: Deplo
 }
 
 /**
+ * Why a rollout did not become healthy, said once: the messages around it already say "failed", so a plain
+ * failure is Swarm's reason itself ("3 tasks failed; last: ..."), not "failed: 3 tasks failed".
+ */
+export function rolloutFailureReason(result: RolloutResult): string {
+  if (result.outcome === 'timeout') return `not healthy before the deadline: ${result.reason}`;
+  if (result.outcome === 'rolled_back') return `rolled back: ${result.reason}`;
+  return result.reason;
+}
+
+/**
  * Swarm rolls back by itself when an update fails its health gate. When it could not (a fresh
  * service, a deadline), Convoy puts the previous healthy deployment's spec back itself.
  */
 async function handleFailure(deps: RunnerDeps, service: Service, deployment: Deployment, swarmServiceId: string, result: RolloutResult) {
-  const reason = `${result.outcome === 'timeout' ? 'not healthy before the deadline' : result.outcome.replace('_', ' ')}: ${result.reason}`;
+  const reason = rolloutFailureReason(result);
   const fail = () => recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.FAILED, reason);
   const fresh = await deps.db.service.findUniqueOrThrow({ where: { id: service.id } });
   const previous = fresh.currentDeploymentId ? await deps.db.deployment.findUnique({ where: { id: fresh.currentDeploymentId } }) : null;
@@ -139,8 +166,10 @@ async function handleFailure(deps: RunnerDeps, service: Service, deployment: Dep
   if (result.outcome !== 'rolled_back') {
     await transitionServiceStatus(deps, service.id, ServiceStatus.ROLLING_BACK, `restoring deployment ${previous.id}`);
     const info = await deps.orchestrator.inspectService(swarmServiceId);
-    if (info.deploymentLabel !== previous.id) await deps.orchestrator.updateService(swarmServiceId, await specFor(deps, service, previous));
-    const restored = await deps.orchestrator.waitForRollout(swarmServiceId, { deploymentId: previous.id, desiredReplicas: previous.replicas, deadline: new Date(Date.now() + deps.config.deploy.timeoutSeconds * 1000) });
+    if (!isApplied(info, previous)) {
+      await deps.orchestrator.updateService(swarmServiceId, await specFor(deps, service, previous), { registryAuth: await pullAuthFor(deps, service.organizationId, previous.image) });
+    }
+    const restored = await waitForDeployment(deps, swarmServiceId, previous, new Date(Date.now() + deps.config.deploy.timeoutSeconds * 1000));
     if (restored.outcome !== 'healthy') {
       await transitionServiceStatus(deps, service.id, ServiceStatus.FAILED, `deployment ${deployment.id} failed and restoring ${previous.id} failed too: ${restored.reason}`);
       return fail();

@@ -1,10 +1,11 @@
-import { GraphQLError } from 'graphql';
 import { builder } from '../../graphql/builder.js';
 import { DeploymentKind, DeploymentStatus } from '../../generated/prisma/enums.js';
-import { ConflictError, NotFoundError, QuotaExceededError, ValidationError } from '../common/errors.js';
+import { ConflictError, ForbiddenError, NotFoundError, QuotaExceededError, ValidationError } from '../common/errors.js';
 import { actorOf } from '../common/graphql.js';
 import type { DeploymentEvent } from '../../events.js';
 import * as deployments from './service.js';
+import * as registryCredentials from './registry-credentials.js';
+import { followDeploymentStatus } from './status-events.js';
 
 const DeploymentStatusEnum = builder.enumType(DeploymentStatus, { name: 'DeploymentStatus' });
 const DeploymentKindEnum = builder.enumType(DeploymentKind, { name: 'DeploymentKind' });
@@ -101,12 +102,12 @@ function lifecycleMutation(
 }
 
 lifecycleMutation('deployService', 'Rolls out an image; RUNNING once Swarm runs the desired number of healthy tasks of it', (ctx, id, a) => deployments.deployService(ctx.app, actorOf(ctx), id, a.image), 'image');
-lifecycleMutation('redeployService', 'Re-applies the current configuration and image with new tasks', (ctx, id) => deployments.redeployService(ctx.app, actorOf(ctx), id), null);
+lifecycleMutation('redeployService', "Applies the service's current configuration (env, ports, health check, resources, replicas) with the running image, in new tasks", (ctx, id) => deployments.redeployService(ctx.app, actorOf(ctx), id), null);
 lifecycleMutation('restartService', 'New tasks with the same image and configuration; no rebuild', (ctx, id) => deployments.restartService(ctx.app, actorOf(ctx), id), null);
-lifecycleMutation('scaleService', 'Changes the number of replicas', (ctx, id, a) => deployments.scaleService(ctx.app, actorOf(ctx), id, a.replicas!), 'replicas');
-lifecycleMutation('stopService', 'Scales to zero, keeping configuration and history', (ctx, id) => deployments.stopService(ctx.app, actorOf(ctx), id), null);
+lifecycleMutation('scaleService', 'Changes the number of replicas of the running deployment and nothing else: running tasks stay, new ones are added or some removed', (ctx, id, a) => deployments.scaleService(ctx.app, actorOf(ctx), id, a.replicas!), 'replicas');
+lifecycleMutation('stopService', 'Scales the running deployment to zero, keeping configuration and history', (ctx, id) => deployments.stopService(ctx.app, actorOf(ctx), id), null);
 lifecycleMutation('startService', 'Starts a stopped service with its last healthy deployment', (ctx, id) => deployments.startService(ctx.app, actorOf(ctx), id), null);
-lifecycleMutation('rollbackService', 'Rolls back to an earlier deployment that became healthy', (ctx, id, a) => deployments.rollbackService(ctx.app, actorOf(ctx), id, a.toDeploymentId ? String(a.toDeploymentId) : null), 'toDeploymentId');
+lifecycleMutation('rollbackService', "Runs an earlier deployment that became healthy again (its image and configuration, in new tasks). The service's configuration is not changed: Service.pendingChanges then names what the next deploy would change back", (ctx, id, a) => deployments.rollbackService(ctx.app, actorOf(ctx), id, a.toDeploymentId ? String(a.toDeploymentId) : null), 'toDeploymentId');
 
 const DeploymentEventRef = builder.objectRef<DeploymentEvent>('DeploymentStatusEvent').implement({
   fields: (t) => ({
@@ -121,15 +122,65 @@ const DeploymentEventRef = builder.objectRef<DeploymentEvent>('DeploymentStatusE
 builder.subscriptionField('deploymentEvents', (t) =>
   t.field({
     type: DeploymentEventRef,
-    description: 'Status changes of one deployment, with the reason for each',
+    description: "The deployment's current status first, then each change with its reason; completes once the rollout has ended (RUNNING or a final status)",
     authScopes: { member: true },
     args: { deploymentId: t.arg.id({ required: true }) },
-    subscribe: async (_root, args, ctx) => {
-      const id = String(args.deploymentId);
-      const exists = await ctx.app.db.deployment.count({ where: { id, service: { organizationId: actorOf(ctx).organizationId } } });
-      if (!exists) throw new GraphQLError(`Deployment ${id.slice(0, 64)} was not found`, { extensions: { code: 'NOT_FOUND' } });
-      return ctx.app.bus.subscribe('deployment', id);
-    },
+    subscribe: (_root, args, ctx) => followDeploymentStatus(ctx.app, actorOf(ctx), String(args.deploymentId)),
     resolve: (event) => event,
+  }),
+);
+
+// ---------------------------------------------------------------- registry credentials
+
+builder.prismaObject('RegistryCredential', {
+  description: 'A login Swarm uses to pull this organization\'s images from a private registry; the password is never returned',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    registry: t.exposeString('registry', { description: 'host[:port]; docker.io for Docker Hub' }),
+    username: t.exposeString('username'),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
+  }),
+});
+
+builder.queryField('registryCredentials', (t) =>
+  t.prismaField({
+    type: ['RegistryCredential'],
+    authScopes: { member: true },
+    resolve: (query, _root, _args, ctx) =>
+      ctx.app.db.registryCredential.findMany({ ...query, where: { organizationId: actorOf(ctx).organizationId }, orderBy: { registry: 'asc' } }),
+  }),
+);
+
+const SetRegistryCredentialInput = builder.inputType('SetRegistryCredentialInput', {
+  fields: (t) => ({
+    registry: t.string({ required: true, description: 'host[:port] as in image references, e.g. ghcr.io; docker.io for Docker Hub' }),
+    username: t.string({ required: true }),
+    password: t.string({ required: true, description: 'Password or access token; stored encrypted, never returned' }),
+  }),
+});
+
+builder.mutationField('setRegistryCredential', (t) =>
+  t.prismaField({
+    type: 'RegistryCredential',
+    description: 'Creates or replaces the organization\'s login for a registry (owners and admins)',
+    authScopes: { member: true },
+    errors: { types: [ValidationError, ForbiddenError], directResult: true, union: { name: 'SetRegistryCredentialResult' } },
+    args: { input: t.arg({ type: SetRegistryCredentialInput, required: true }) },
+    resolve: async (query, _root, args, ctx) => {
+      const saved = await registryCredentials.setRegistryCredential(ctx.app, actorOf(ctx), args.input);
+      return ctx.app.db.registryCredential.findUniqueOrThrow({ ...query, where: { id: saved.id } });
+    },
+  }),
+);
+
+builder.mutationField('deleteRegistryCredential', (t) =>
+  t.prismaField({
+    type: 'RegistryCredential',
+    description: 'Removes the organization\'s login for a registry (owners and admins); running services keep pulling with what Swarm has until their next deploy',
+    authScopes: { member: true },
+    errors: { types: [ValidationError, NotFoundError, ForbiddenError], directResult: true, union: { name: 'DeleteRegistryCredentialResult' } },
+    args: { registry: t.arg.string({ required: true }) },
+    resolve: (_query, _root, args, ctx) => registryCredentials.deleteRegistryCredential(ctx.app, actorOf(ctx), args.registry),
   }),
 );

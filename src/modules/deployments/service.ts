@@ -12,7 +12,8 @@ import { ConflictError, NotFoundError, ValidationError } from '../common/errors.
 import { recordAudit } from '../audit/audit.js';
 import type { Actor } from '../auth/caller.js';
 import { assertWithinQuota, getService } from '../services/service.js';
-import type { DeploymentConfig } from './spec.js';
+import { assertImageUsable } from '../services/image-ownership.js';
+import type { DeploymentConfig, DeploymentSource } from './spec.js';
 import type { HealthCheckSpec, PortSpec } from '../services/validation.js';
 
 export type DeployJob = { kind: 'deploy'; deploymentId: string } | { kind: 'remove'; serviceId: string };
@@ -29,11 +30,15 @@ export const FINISHED_STATUSES: DeploymentStatus[] = [
   DeploymentStatus.CANCELLED,
 ];
 
+/**
+ * The service's configuration is what the next deploy (or redeploy, or build) applies; a deployment
+ * keeps a snapshot of what it ran. Nothing else reads the service's configuration into Swarm.
+ */
 export function snapshotConfig(service: Service): DeploymentConfig {
   return {
+    source: sourceOf(service),
     name: service.name,
     hostname: service.hostname,
-    customDomains: service.customDomains,
     env: (service.env ?? {}) as Record<string, string>,
     ports: (service.ports ?? []) as PortSpec[],
     healthCheck: (service.healthCheck ?? null) as HealthCheckSpec | null,
@@ -42,6 +47,50 @@ export function snapshotConfig(service: Service): DeploymentConfig {
     cpuReservation: service.cpuReservation,
     memoryReservationMb: service.memoryReservationMb,
   };
+}
+
+type ServiceSourceColumns = Pick<Service, 'sourceType' | 'image' | 'templateId' | 'nixExpression' | 'gitUrl' | 'gitBranch'>;
+
+function sourceOf(service: ServiceSourceColumns): DeploymentSource {
+  return { type: service.sourceType, image: service.image, templateId: service.templateId, nixExpression: service.nixExpression, gitUrl: service.gitUrl, gitBranch: service.gitBranch };
+}
+
+/** The configuration columns of a service that a deploy applies. */
+export type ServiceConfiguration = ServiceSourceColumns &
+  Pick<Service, 'env' | 'ports' | 'healthCheck' | 'cpuLimit' | 'memoryLimitMb' | 'cpuReservation' | 'memoryReservationMb' | 'replicas'>;
+
+/** The Service fields (GraphQL names) whose value a deploy would change. */
+export type PendingField = 'source' | 'env' | 'ports' | 'healthCheck' | 'resources' | 'replicas';
+
+/** JSON with object keys sorted: jsonb does not keep the order the values were written in. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value ?? null, (_key, v) => (v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => a.localeCompare(b))) : v));
+}
+
+/**
+ * What differs between the service's configuration and what its current deployment runs: empty when
+ * they match, null when nothing has been deployed. A built source counts as changed when the
+ * repository, branch, expression or template changed (a new commit on the same branch does not).
+ */
+export function pendingChanges(service: ServiceConfiguration, running: Pick<Deployment, 'image' | 'replicas' | 'config'> | null): PendingField[] | null {
+  if (!running) return null;
+  const ran = running.config as unknown as DeploymentConfig;
+  const fields: PendingField[] = [];
+  const sourceChanged =
+    service.sourceType === SourceType.IMAGE ? service.image !== running.image : ran.source !== undefined && canonical({ ...ran.source, image: null }) !== canonical({ ...sourceOf(service), image: null });
+  if (sourceChanged) fields.push('source');
+  if (canonical(service.env ?? {}) !== canonical(ran.env ?? {})) fields.push('env');
+  if (canonical(service.ports ?? []) !== canonical(ran.ports ?? [])) fields.push('ports');
+  if (canonical(service.healthCheck) !== canonical(ran.healthCheck)) fields.push('healthCheck');
+  const resources = (c: Pick<ServiceConfiguration, 'cpuLimit' | 'memoryLimitMb' | 'cpuReservation' | 'memoryReservationMb'>) => canonical([c.cpuLimit ?? null, c.memoryLimitMb ?? null, c.cpuReservation ?? null, c.memoryReservationMb ?? null]);
+  if (resources(service) !== resources(ran)) fields.push('resources');
+  if (service.replicas !== running.replicas) fields.push('replicas');
+  return fields;
+}
+
+/** The convoy.deployment-id label its tasks carry: its own id unless it kept an earlier deployment's tasks. */
+export function taskLabelOf(deployment: Pick<Deployment, 'id' | 'taskLabel'>): string {
+  return deployment.taskLabel ?? deployment.id;
 }
 
 export function deployJobId(deploymentId: string) {
@@ -53,7 +102,19 @@ export async function enqueueDeployment(deps: Pick<DeployDeps, 'queues'>, deploy
   await deps.queues.deployments.add('deploy', { kind: 'deploy', deploymentId }, { jobId: deployJobId(deploymentId) });
 }
 
-type NewDeployment = { kind: DeploymentKind; image: string; replicas: number; config: DeploymentConfig; reason: string; buildId?: string | null };
+type NewDeployment = {
+  kind: DeploymentKind;
+  image: string;
+  replicas: number;
+  config: DeploymentConfig;
+  reason: string;
+  buildId?: string | null;
+  /**
+   * A change of the replica count only (scale, stop, start): it keeps this deployment's task template,
+   * label included, so Swarm leaves the running tasks alone. Its image and config must be this one's.
+   */
+  keepsTasksOf?: Deployment;
+};
 
 export async function queueDeployment(deps: DeployDeps, actor: Pick<Actor, 'userId' | 'organizationId' | 'requestId'> | null, service: Service, next: NewDeployment): Promise<Deployment> {
   const deployment = await deps.db.$transaction(async (tx) => {
@@ -67,6 +128,7 @@ export async function queueDeployment(deps: DeployDeps, actor: Pick<Actor, 'user
         config: next.config as unknown as Prisma.InputJsonValue,
         reason: next.reason,
         buildId: next.buildId ?? null,
+        taskLabel: next.keepsTasksOf ? taskLabelOf(next.keepsTasksOf) : null,
         previousDeploymentId: service.currentDeploymentId,
         triggeredById: actor?.userId ?? null,
         events: { create: { status: DeploymentStatus.QUEUED, message: next.reason } },
@@ -84,10 +146,15 @@ async function currentDeployment(db: Db, service: Service): Promise<Deployment |
   return service.currentDeploymentId ? db.deployment.findUnique({ where: { id: service.currentDeploymentId } }) : null;
 }
 
-function imageFor(service: Service, given: string | null | undefined): string {
-  if (given) return parseInput(imageReference, given);
-  if (service.sourceType === SourceType.IMAGE && service.image) return service.image;
-  throw ValidationError.single(['image'], 'this service builds from source: give an image or run a build');
+/**
+ * The image to deploy: the one given or the service's own. An image in Convoy's namespace must be one
+ * this organization built (its build is returned); another organization's is refused as not found.
+ */
+async function imageFor(deps: Pick<DeployDeps, 'db' | 'config'>, service: Service, given: string | null | undefined): Promise<{ image: string; buildId: string | null }> {
+  const image = given ? parseInput(imageReference, given) : service.sourceType === SourceType.IMAGE ? service.image : null;
+  if (!image) throw ValidationError.single(['image'], 'this service builds from source: give an image or run a build');
+  const built = await assertImageUsable(deps, service.organizationId, image);
+  return { image, buildId: built?.buildId ?? null };
 }
 
 function assertNotDeleting(service: Service) {
@@ -107,11 +174,11 @@ async function quotaForReplicas(db: Db, service: Service, replicas: number) {
 export async function deployService(deps: DeployDeps, actor: Actor, serviceId: string, image?: string | null) {
   const service = await getService(deps, actor, serviceId);
   assertNotDeleting(service);
-  const chosen = imageFor(service, image);
+  const { image: chosen, buildId } = await imageFor(deps, service, image);
   await quotaForReplicas(deps.db, service, service.replicas);
   // A deploy of a new image makes it the service's image from now on.
   const updated = image && service.sourceType === SourceType.IMAGE ? await deps.db.service.update({ where: { id: service.id }, data: { image: chosen } }) : service;
-  return queueDeployment(deps, actor, updated, { kind: DeploymentKind.DEPLOY, image: chosen, replicas: updated.replicas, config: snapshotConfig(updated), reason: `deploy ${chosen}` });
+  return queueDeployment(deps, actor, updated, { kind: DeploymentKind.DEPLOY, image: chosen, replicas: updated.replicas, config: snapshotConfig(updated), reason: `deploy ${chosen}`, buildId });
 }
 
 /** Re-applies the current configuration with the current image; new tasks, no build. */
@@ -119,9 +186,9 @@ export async function redeployService(deps: DeployDeps, actor: Actor, serviceId:
   const service = await getService(deps, actor, serviceId);
   assertNotDeleting(service);
   const current = await currentDeployment(deps.db, service);
-  const image = current?.image ?? imageFor(service, null);
+  const { image, buildId } = current ? { image: current.image, buildId: current.buildId } : await imageFor(deps, service, null);
   await quotaForReplicas(deps.db, service, service.replicas);
-  return queueDeployment(deps, actor, service, { kind: DeploymentKind.REDEPLOY, image, replicas: service.replicas, config: snapshotConfig(service), reason: 'redeploy with the current configuration', buildId: current?.buildId });
+  return queueDeployment(deps, actor, service, { kind: DeploymentKind.REDEPLOY, image, replicas: service.replicas, config: snapshotConfig(service), reason: 'redeploy with the current configuration', buildId });
 }
 
 async function requireCurrent(db: Db, service: Service, action: string): Promise<Deployment> {
@@ -145,7 +212,7 @@ export async function scaleService(deps: DeployDeps, actor: Actor, serviceId: st
   const current = await requireCurrent(deps.db, service, 'scale');
   await quotaForReplicas(deps.db, service, count);
   const updated = await deps.db.service.update({ where: { id: service.id }, data: { replicas: count } });
-  return queueDeployment(deps, actor, updated, { kind: DeploymentKind.SCALE, image: current.image, replicas: count, config: current.config as unknown as DeploymentConfig, reason: `scale to ${count}`, buildId: current.buildId });
+  return queueDeployment(deps, actor, updated, { kind: DeploymentKind.SCALE, image: current.image, replicas: count, config: current.config as unknown as DeploymentConfig, reason: `scale to ${count}`, buildId: current.buildId, keepsTasksOf: current });
 }
 
 /** Zero replicas; configuration, data and history are kept. */
@@ -153,7 +220,7 @@ export async function stopService(deps: DeployDeps, actor: Actor, serviceId: str
   const service = await getService(deps, actor, serviceId);
   assertNotDeleting(service);
   const current = await requireCurrent(deps.db, service, 'stop');
-  return queueDeployment(deps, actor, service, { kind: DeploymentKind.STOP, image: current.image, replicas: 0, config: current.config as unknown as DeploymentConfig, reason: 'stop', buildId: current.buildId });
+  return queueDeployment(deps, actor, service, { kind: DeploymentKind.STOP, image: current.image, replicas: 0, config: current.config as unknown as DeploymentConfig, reason: 'stop', buildId: current.buildId, keepsTasksOf: current });
 }
 
 export async function startService(deps: DeployDeps, actor: Actor, serviceId: string) {
@@ -161,10 +228,14 @@ export async function startService(deps: DeployDeps, actor: Actor, serviceId: st
   assertNotDeleting(service);
   const current = await requireCurrent(deps.db, service, 'start');
   await quotaForReplicas(deps.db, service, service.replicas);
-  return queueDeployment(deps, actor, service, { kind: DeploymentKind.START, image: current.image, replicas: service.replicas, config: current.config as unknown as DeploymentConfig, reason: 'start', buildId: current.buildId });
+  return queueDeployment(deps, actor, service, { kind: DeploymentKind.START, image: current.image, replicas: service.replicas, config: current.config as unknown as DeploymentConfig, reason: 'start', buildId: current.buildId, keepsTasksOf: current });
 }
 
-/** Rolls back to the given earlier healthy deployment, or by default to the one before the current. */
+/**
+ * Rolls back to the given earlier healthy deployment, or by default to the one before the current: new
+ * tasks with that deployment's image and configuration. The service's own configuration stays as it is
+ * (it is what the next deploy applies), so pendingChanges then names what differs from what runs.
+ */
 export async function rollbackService(deps: DeployDeps, actor: Actor, serviceId: string, toDeploymentId?: string | null) {
   const service = await getService(deps, actor, serviceId);
   assertNotDeleting(service);
@@ -179,6 +250,8 @@ export async function rollbackService(deps: DeployDeps, actor: Actor, serviceId:
     throw new ConflictError('There is no earlier healthy deployment to roll back to');
   }
   if (!HEALTHY_STATUSES.includes(target.status)) throw new ConflictError('Only a deployment that became healthy can be rolled back to');
+  // Deployments recorded before images were owned may name another organization's image.
+  await assertImageUsable(deps, service.organizationId, target.image);
   await quotaForReplicas(deps.db, service, service.replicas);
   return queueDeployment(deps, actor, service, {
     kind: DeploymentKind.ROLLBACK,

@@ -4,11 +4,16 @@ import type { Config } from '../../config.js';
 import { httpProbeCommand } from '../../platform/images/index.js';
 import type { HealthCheckSpec, PortSpec } from '../services/validation.js';
 
-/** What a deployment applies: the service's configuration at the time it was queued. */
+/**
+ * What a deployment applies: the service's configuration at the time it was queued. Custom domains
+ * are not part of it (snapshots from before may still carry `customDomains`; it is ignored): which
+ * ones may be routed is decided when the spec is built, from their verification status.
+ */
 export type DeploymentConfig = {
+  /** Where the image came from (snapshots from before it was recorded lack it); not part of the Swarm spec. */
+  source?: DeploymentSource;
   name: string;
   hostname: string | null;
-  customDomains: string[];
   env: Record<string, string>;
   ports: PortSpec[];
   healthCheck: HealthCheckSpec | null;
@@ -16,6 +21,15 @@ export type DeploymentConfig = {
   memoryLimitMb: number | null;
   cpuReservation: number | null;
   memoryReservationMb: number | null;
+};
+
+export type DeploymentSource = {
+  type: string;
+  image: string | null;
+  templateId: string | null;
+  nixExpression: string | null;
+  gitUrl: string | null;
+  gitBranch: string | null;
 };
 
 /** On the Swarm service and on every task container: the Convoy service it belongs to. */
@@ -62,8 +76,9 @@ export function toHealthCheck(spec: HealthCheckSpec | null, builtByConvoy: boole
   };
 }
 
-function routingLabels(serviceId: string, config: DeploymentConfig, network: string): Record<string, string> {
-  const hosts = [config.hostname, ...config.customDomains].filter((h): h is string => !!h);
+/** The router sends the generated hostname and the service's VERIFIED custom domains, nothing else. */
+function routingLabels(serviceId: string, config: DeploymentConfig, verifiedDomains: string[], network: string): Record<string, string> {
+  const hosts = [config.hostname, ...verifiedDomains].filter((h): h is string => !!h);
   const port = config.ports[0]?.target;
   if (hosts.length === 0 || !port) return {};
   const router = `convoy-${serviceId}`;
@@ -82,12 +97,15 @@ function publishesOnHost(config: DeploymentConfig, settings: Config['deploy']): 
 export type SpecInput = {
   serviceId: string;
   organizationId: string;
+  /** The DEPLOYMENT_LABEL its tasks carry (see taskLabelOf). */
   deploymentId: string;
   image: string;
   replicas: number;
   config: DeploymentConfig;
   /** The image came from a Convoy build (no shell, Convoy's probe inside). */
   builtByConvoy: boolean;
+  /** The service's custom domains whose status is VERIFIED (see routedDomains). */
+  verifiedDomains: string[];
 };
 
 export function toSwarmSpec(input: SpecInput, settings: Config['deploy']): SwarmServiceSpec {
@@ -104,7 +122,7 @@ export function toSwarmSpec(input: SpecInput, settings: Config['deploy']): Swarm
       [SERVICE_ID_LABEL]: input.serviceId,
       'convoy.organization-id': input.organizationId,
       'convoy.service-name': config.name,
-      ...routingLabels(input.serviceId, config, network),
+      ...routingLabels(input.serviceId, config, input.verifiedDomains, network),
     },
     containerLabels: { [DEPLOYMENT_LABEL]: input.deploymentId, [SERVICE_ID_LABEL]: input.serviceId },
     networks: [{ name: network, aliases: [config.name] }],

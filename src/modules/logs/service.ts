@@ -19,9 +19,9 @@ function checkQuery(query: LogQuery) {
   if (query.since && query.until && query.since > query.until) throw ValidationError.single(['since'], 'must be before until');
 }
 
-function matches(line: LogLine, query: LogQuery): boolean {
-  if (query.until && line.timestamp > query.until) return false;
-  return !query.search || line.line.toLowerCase().includes(query.search.toLowerCase());
+function searchFilter(query: LogQuery): ((line: LogLine) => boolean) | undefined {
+  const search = query.search?.toLowerCase();
+  return search ? (line) => line.line.toLowerCase().includes(search) : undefined;
 }
 
 /** Resolves the service first: another organization's service is not found, and no log is opened. */
@@ -31,27 +31,38 @@ async function swarmIdFor(deps: LogDeps, actor: Actor, serviceId: string): Promi
   return swarm?.id ?? null;
 }
 
+/**
+ * The last `tail` lines of the service (of the tasks meant to run now, and of the current deployment's
+ * tasks that exited by themselves; with `since`, of every task alive since then), then new lines as they
+ * come. Stopping the iteration (or the signal) closes every Docker request.
+ */
 export async function followServiceLogs(deps: LogDeps, actor: Actor, serviceId: string, query: LogQuery, signal?: AbortSignal): Promise<AsyncIterable<LogEntry>> {
   checkQuery(query);
   const swarmId = await swarmIdFor(deps, actor, serviceId);
-  const lines = swarmId ? deps.orchestrator.serviceLogs(swarmId, { follow: true, since: query.since ?? undefined, tail: query.tail ?? 100, signal }) : null;
-  return (async function* () {
-    if (!lines) return;
-    for await (const line of lines) if (matches(line, query)) yield line;
-  })();
+  if (!swarmId) return (async function* () {})();
+  return deps.orchestrator.serviceLogs(swarmId, { follow: true, since: query.since ?? undefined, tail: query.tail ?? 100, filter: searchFilter(query), signal });
 }
 
-export async function readServiceLogs(deps: LogDeps, actor: Actor, serviceId: string, query: LogQuery): Promise<LogEntry[]> {
+/**
+ * The newest `limit` lines in the range (of the tasks `followServiceLogs` would tail, or with a range of
+ * every task alive in it), oldest first. The signal (the client going away) cancels the Docker requests.
+ */
+export async function readServiceLogs(deps: LogDeps, actor: Actor, serviceId: string, query: LogQuery, signal?: AbortSignal): Promise<LogEntry[]> {
   checkQuery(query);
   const swarmId = await swarmIdFor(deps, actor, serviceId);
   if (!swarmId) return [];
-  const limit = query.limit ?? 1000;
+  const limit = Math.min(query.limit ?? 1000, query.tail ?? Infinity);
   const result: LogEntry[] = [];
-  for await (const line of deps.orchestrator.serviceLogs(swarmId, { follow: false, since: query.since ?? undefined, tail: query.tail ?? undefined })) {
-    if (matches(line, query)) result.push(line);
-  }
-  result.sort((a, b) => a.timestamp.getTime() - b.timestamp.getTime());
-  return result.slice(-limit);
+  const lines = deps.orchestrator.serviceLogs(swarmId, {
+    follow: false,
+    since: query.since ?? undefined,
+    until: query.until ?? undefined,
+    tail: limit,
+    filter: searchFilter(query),
+    signal,
+  });
+  for await (const line of lines) result.push(line);
+  return result;
 }
 
 export type LogFormat = 'text' | 'json' | 'csv';

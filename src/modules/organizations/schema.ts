@@ -70,20 +70,6 @@ const MemberInput = builder.inputType('MemberInput', {
 
 const memberErrors = [ValidationError, NotFoundError, ForbiddenError, ConflictError];
 
-builder.mutationField('addMember', (t) =>
-  t.prismaField({
-    type: 'Membership',
-    description: 'Adds an existing user to the current organization (admins; only owners grant OWNER)',
-    authScopes: { member: true },
-    errors: { types: memberErrors, directResult: true, union: { name: 'AddMemberResult' } },
-    args: { input: t.arg({ type: MemberInput, required: true }) },
-    resolve: async (query, _root, { input }, ctx) => {
-      const membership = await orgs.addMember(ctx.app, actorOf(ctx), input);
-      return ctx.app.db.membership.findUniqueOrThrow({ ...query, where: { id: membership.id } });
-    },
-  }),
-);
-
 builder.mutationField('changeMemberRole', (t) =>
   t.prismaField({
     type: 'Membership',
@@ -125,9 +111,13 @@ const InvitationPayload = builder.objectRef<{ invitation: { id: string; email: s
   }),
 });
 
+const INVITE_DESCRIPTION =
+  'Invites someone to the current organization by email (admins; only owners grant OWNER). They become a member only by accepting the invitation (acceptInvitation with its token, signed in with that email); the answer is the same whether or not an account with the email exists';
+
 builder.mutationField('inviteMember', (t) =>
   t.field({
     type: InvitationPayload,
+    description: INVITE_DESCRIPTION,
     authScopes: { member: true },
     errors: { types: [ValidationError, ForbiddenError], directResult: true, union: { name: 'InviteMemberResult' } },
     args: { input: t.arg({ type: MemberInput, required: true }) },
@@ -135,9 +125,57 @@ builder.mutationField('inviteMember', (t) =>
   }),
 );
 
+builder.mutationField('addMember', (t) =>
+  t.field({
+    type: InvitationPayload,
+    description: INVITE_DESCRIPTION,
+    deprecationReason: 'Members join only by invitation: use inviteMember, which this is the same as',
+    authScopes: { member: true },
+    errors: { types: [ValidationError, ForbiddenError], directResult: true, union: { name: 'AddMemberResult' } },
+    args: { input: t.arg({ type: MemberInput, required: true }) },
+    resolve: (_root, { input }, ctx) => orgs.inviteMember(ctx.app, actorOf(ctx), input),
+  }),
+);
+
+builder.prismaObject('Invitation', {
+  description: 'An invitation to join an organization; its token was shown once, to whoever invited',
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    email: t.exposeString('email'),
+    role: t.expose('role', { type: RoleEnum }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+    expiresAt: t.expose('expiresAt', { type: 'DateTime' }),
+    revokedAt: t.expose('revokedAt', { type: 'DateTime', nullable: true }),
+  }),
+});
+
+builder.queryField('invitations', (t) =>
+  t.prismaField({
+    type: ['Invitation'],
+    description: "The current organization's pending invitations (owners and admins)",
+    authScopes: { member: true },
+    resolve: (query, _root, _args, ctx) => ctx.app.db.invitation.findMany({ ...query, where: orgs.pendingInvitationsWhere(actorOf(ctx)), orderBy: { createdAt: 'desc' } }),
+  }),
+);
+
+builder.mutationField('revokeInvitation', (t) =>
+  t.prismaField({
+    type: 'Invitation',
+    description: 'Withdraws a pending invitation: its token stops working (owners and admins)',
+    authScopes: { member: true },
+    errors: { types: [NotFoundError, ForbiddenError], directResult: true, union: { name: 'RevokeInvitationResult' } },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: async (query, _root, args, ctx) => {
+      const invitation = await orgs.revokeInvitation(ctx.app, actorOf(ctx), String(args.id));
+      return ctx.app.db.invitation.findUniqueOrThrow({ ...query, where: { id: invitation.id } });
+    },
+  }),
+);
+
 builder.mutationField('acceptInvitation', (t) =>
   t.prismaField({
     type: 'Membership',
+    description: 'Joins the organization an invitation is for; only the account with the invited email can, once, before it expires',
     authScopes: { authenticated: true },
     errors: { types: [NotFoundError], directResult: true, union: { name: 'AcceptInvitationResult' } },
     args: { token: t.arg.string({ required: true }) },

@@ -32,38 +32,35 @@ export async function createOrganization(deps: OrgDeps, userId: string, input: u
   });
 }
 
-export async function addMember(deps: OrgDeps, actor: Actor, input: unknown) {
-  const parsed = parseInput(memberInput, input);
-  assertCanManage(actor, parsed.role);
-  const user = await deps.db.user.findUnique({ where: { email: parsed.email } });
-  if (!user) throw new NotFoundError('User', parsed.email);
-  try {
-    const membership = await deps.db.membership.create({ data: { userId: user.id, organizationId: actor.organizationId, role: parsed.role } });
-    await recordAudit(deps.db, actor, 'member.add', 'Membership', membership.id, { userId: user.id, role: parsed.role });
-    return membership;
-  } catch (error) {
-    if ((error as { code?: string }).code === 'P2002') throw new ConflictError('This user is already a member', 'email');
-    throw error;
-  }
-}
-
-/** Creates an invitation whose token is returned once; accepting it adds the member. */
+/**
+ * Creates an invitation whose token is returned once (only its hash is stored); accepting it, signed in
+ * with that email, adds the member. Nobody joins without consent, and the answer is the same whether
+ * or not an account with that email exists: inviting reveals nothing about other users. Inviting the
+ * same email again replaces the pending invitation.
+ */
 export async function inviteMember(deps: OrgDeps, actor: Actor, input: unknown) {
   const parsed = parseInput(memberInput, input);
   assertCanManage(actor, parsed.role);
   const token = generateToken('cvy_inv');
-  const invitation = await deps.db.invitation.create({
-    data: {
-      organizationId: actor.organizationId,
-      email: parsed.email,
-      role: parsed.role,
-      tokenHash: hashToken(token),
-      createdById: actor.userId,
-      expiresAt: new Date(Date.now() + INVITATION_TTL_MS),
-    },
+  const now = new Date();
+  return deps.db.$transaction(async (tx) => {
+    await tx.invitation.updateMany({
+      where: { organizationId: actor.organizationId, email: parsed.email, acceptedAt: null, revokedAt: null },
+      data: { revokedAt: now },
+    });
+    const invitation = await tx.invitation.create({
+      data: {
+        organizationId: actor.organizationId,
+        email: parsed.email,
+        role: parsed.role,
+        tokenHash: hashToken(token),
+        createdById: actor.userId,
+        expiresAt: new Date(now.getTime() + INVITATION_TTL_MS),
+      },
+    });
+    await recordAudit(tx, actor, 'member.invite', 'Invitation', invitation.id, { email: parsed.email, role: parsed.role });
+    return { invitation, token };
   });
-  await recordAudit(deps.db, actor, 'member.invite', 'Invitation', invitation.id, { email: parsed.email, role: parsed.role });
-  return { invitation, token };
 }
 
 export async function acceptInvitation(deps: OrgDeps, userId: string, token: string, requestId?: string) {
@@ -73,7 +70,9 @@ export async function acceptInvitation(deps: OrgDeps, userId: string, token: str
     throw new NotFoundError('Invitation', 'token');
   }
   return deps.db.$transaction(async (tx) => {
-    await tx.invitation.update({ where: { id: invitation.id }, data: { acceptedAt: new Date() } });
+    // Claimed atomically: an invitation revoked or accepted meanwhile does not add anyone.
+    const claimed = await tx.invitation.updateMany({ where: { id: invitation.id, acceptedAt: null, revokedAt: null }, data: { acceptedAt: new Date() } });
+    if (claimed.count === 0) throw new NotFoundError('Invitation', 'token');
     const membership = await tx.membership.upsert({
       where: { userId_organizationId: { userId, organizationId: invitation.organizationId } },
       create: { userId, organizationId: invitation.organizationId, role: invitation.role },
@@ -82,6 +81,22 @@ export async function acceptInvitation(deps: OrgDeps, userId: string, token: str
     await recordAudit(tx, { userId, organizationId: invitation.organizationId, requestId }, 'member.accept_invitation', 'Membership', membership.id);
     return membership;
   });
+}
+
+/** Which invitations of the current organization are pending: not accepted, revoked or expired (owners and admins). */
+export function pendingInvitationsWhere(actor: Actor) {
+  if (!hasRole(actor, Role.ADMIN)) throw new ForbiddenError('Only owners and admins can see invitations');
+  return { organizationId: actor.organizationId, acceptedAt: null, revokedAt: null, expiresAt: { gt: new Date() } };
+}
+
+/** Withdraws a pending invitation; another organization's behaves like a missing one. */
+export async function revokeInvitation(deps: OrgDeps, actor: Actor, id: string) {
+  const invitation = await deps.db.invitation.findFirst({ where: { id, organizationId: actor.organizationId, acceptedAt: null } });
+  if (!invitation) throw new NotFoundError('Invitation', id);
+  assertCanManage(actor, invitation.role);
+  const revoked = await deps.db.invitation.update({ where: { id }, data: { revokedAt: invitation.revokedAt ?? new Date() } });
+  await recordAudit(deps.db, actor, 'member.revoke_invitation', 'Invitation', id, { email: invitation.email });
+  return revoked;
 }
 
 async function findMembership(deps: OrgDeps, actor: Actor, userId: string) {

@@ -1,11 +1,11 @@
-import { GraphQLError } from 'graphql';
 import { builder } from '../../graphql/builder.js';
-import { ServiceStatus, SourceType } from '../../generated/prisma/enums.js';
+import { CustomDomainStatus, ServiceStatus, SourceType } from '../../generated/prisma/enums.js';
 import { ConflictError, ForbiddenError, NotFoundError, QuotaExceededError, ValidationError } from '../common/errors.js';
 import { actorOf } from '../common/graphql.js';
 import type { ServiceEvent } from '../../events.js';
 import * as services from './service.js';
-import { queueRemoval } from '../deployments/service.js';
+import { followServiceEvents } from './status-events.js';
+import { pendingChanges, queueRemoval } from '../deployments/service.js';
 import type { HealthCheckSpec, PortSpec } from './validation.js';
 
 export const ServiceStatusEnum = builder.enumType(ServiceStatus, { name: 'ServiceStatus' });
@@ -13,7 +13,7 @@ const SourceTypeEnum = builder.enumType(SourceType, { name: 'SourceType' });
 const ProtocolEnum = builder.enumType('Protocol', { values: ['TCP', 'UDP'] as const });
 const PublishModeEnum = builder.enumType('PublishMode', { values: ['INGRESS', 'HOST'] as const, description: 'INGRESS uses the routing mesh; HOST binds the port on the node running the task' });
 const HealthCheckTypeEnum = builder.enumType('HealthCheckType', { values: ['HTTP', 'CMD'] as const });
-const ServiceEventKindEnum = builder.enumType('ServiceEventKind', { values: ['CREATED', 'UPDATED', 'DELETED', 'STATUS_CHANGED', 'MIGRATION'] as const });
+const ServiceEventKindEnum = builder.enumType('ServiceEventKind', { values: ['CURRENT', 'CREATED', 'UPDATED', 'DELETED', 'STATUS_CHANGED', 'MIGRATION'] as const });
 
 const EnvVar = builder.simpleObject('EnvVar', { fields: (t) => ({ name: t.string(), value: t.string() }) });
 const Port = builder.objectRef<PortSpec>('Port').implement({
@@ -56,6 +56,20 @@ const ServiceSource = builder.simpleObject('ServiceSource', {
   }),
 });
 
+const CustomDomainStatusEnum = builder.enumType(CustomDomainStatus, {
+  name: 'CustomDomainStatus',
+  description: 'Only VERIFIED domains are routed to the service; a new domain starts PENDING',
+});
+
+builder.prismaObject('CustomDomain', {
+  fields: (t) => ({
+    domain: t.exposeString('domain'),
+    status: t.expose('status', { type: CustomDomainStatusEnum }),
+    verifiedAt: t.expose('verifiedAt', { type: 'DateTime', nullable: true }),
+    createdAt: t.expose('createdAt', { type: 'DateTime' }),
+  }),
+});
+
 builder.prismaObject('ServiceStatusChange', {
   fields: (t) => ({
     id: t.exposeID('id'),
@@ -67,6 +81,7 @@ builder.prismaObject('ServiceStatusChange', {
 });
 
 export const ServiceRef = builder.prismaObject('Service', {
+  description: 'Its configuration (source, env, ports, healthCheck, resources, replicas) is what the next deploy applies; currentDeployment is what runs, and pendingChanges names where they differ',
   fields: (t) => ({
     id: t.exposeID('id'),
     name: t.exposeString('name'),
@@ -89,8 +104,22 @@ export const ServiceRef = builder.prismaObject('Service', {
     replicas: t.exposeInt('replicas'),
     ports: t.field({ type: [Port], select: { ports: true }, resolve: (s) => (s.ports ?? []) as PortSpec[] }),
     healthCheck: t.field({ type: HealthCheck, nullable: true, select: { healthCheck: true }, resolve: (s) => (s.healthCheck ?? null) as HealthCheckSpec | null }),
+    pendingChanges: t.stringList({
+      nullable: true,
+      description:
+        "The Service fields (source, env, ports, healthCheck, resources, replicas) whose value differs from what the current deployment runs: deployService (or a build of a built source) applies them all, redeployService all but source. Empty when what runs matches the configuration; null before the first healthy deployment. updateService and rollbackService leave such differences; restart, stop, start and scale keep the running configuration.",
+      select: {
+        sourceType: true, image: true, templateId: true, nixExpression: true, gitUrl: true, gitBranch: true,
+        env: true, ports: true, healthCheck: true, cpuLimit: true, memoryLimitMb: true, cpuReservation: true, memoryReservationMb: true, replicas: true,
+        currentDeployment: { select: { image: true, replicas: true, config: true } },
+      },
+      resolve: (s) => pendingChanges(s, s.currentDeployment),
+    }),
     hostname: t.exposeString('hostname', { nullable: true, description: 'The generated public host name, {name}-{org}.{BASE_DOMAIN}' }),
-    customDomains: t.exposeStringList('customDomains'),
+    customDomains: t.relation('customDomains', {
+      description: 'Domains the service answers on besides its hostname, each routed once VERIFIED',
+      query: { orderBy: [{ createdAt: 'asc' }, { domain: 'asc' }] },
+    }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     updatedAt: t.expose('updatedAt', { type: 'DateTime' }),
     organization: t.relation('organization'),
@@ -133,7 +162,7 @@ const EnvVarInput = builder.inputType('EnvVarInput', { fields: (t) => ({ name: t
 const PortInput = builder.inputType('PortInput', {
   fields: (t) => ({
     target: t.int({ required: true }),
-    published: t.int(),
+    published: t.int({ description: 'Host port; below 1024, 2377, 7946, 4789 and the API port are reserved for platform admins' }),
     protocol: t.field({ type: ProtocolEnum, defaultValue: 'TCP' }),
     mode: t.field({ type: PublishModeEnum, defaultValue: 'INGRESS' }),
   }),
@@ -174,7 +203,7 @@ const CreateServiceInput = builder.inputType('CreateServiceInput', {
     replicas: t.int(),
     ports: t.field({ type: [PortInput] }),
     healthCheck: t.field({ type: HealthCheckInput }),
-    customDomains: t.stringList(),
+    customDomains: t.stringList({ description: 'Each unique in the installation and outside the platform\'s own domain; starts PENDING' }),
   }),
 });
 
@@ -188,7 +217,7 @@ const UpdateServiceInput = builder.inputType('UpdateServiceInput', {
     ports: t.field({ type: [PortInput] }),
     healthCheck: t.field({ type: HealthCheckInput }),
     clearHealthCheck: t.boolean(),
-    customDomains: t.stringList(),
+    customDomains: t.stringList({ description: 'Replaces the list; domains kept keep their status, new ones start PENDING' }),
   }),
 });
 
@@ -210,6 +239,7 @@ builder.mutationField('createService', (t) =>
 builder.mutationField('updateService', (t) =>
   t.prismaField({
     type: 'Service',
+    description: "Changes the configuration the next deploy applies; nothing running changes until deployService or redeployService. The returned Service's pendingChanges names what a deploy would change",
     authScopes: { member: true },
     errors: { types: serviceErrors, directResult: true, union: { name: 'UpdateServiceResult' } },
     args: { id: t.arg.id({ required: true }), input: t.arg({ type: UpdateServiceInput, required: true }) },
@@ -250,16 +280,10 @@ const ServiceEventRef = builder.objectRef<ServiceEvent>('ServiceEvent').implemen
 builder.subscriptionField('serviceEvents', (t) =>
   t.field({
     type: ServiceEventRef,
-    description: 'Created, updated, deleted and status-changed events of one service; all services of the organization when serviceId is left out',
+    description: 'Events of one service, starting with a CURRENT event (its status now and the reason of its last transition); all services of the organization, without a CURRENT event, when serviceId is left out',
     authScopes: { member: true },
     args: { serviceId: t.arg.id() },
-    subscribe: async (_root, args, ctx) => {
-      const actor = actorOf(ctx);
-      if (!args.serviceId) return ctx.app.bus.subscribe('organizationServices', actor.organizationId);
-      const exists = await ctx.app.db.service.count({ where: { id: String(args.serviceId), organizationId: actor.organizationId, deletedAt: null } });
-      if (!exists) throw new GraphQLError(`Service ${String(args.serviceId).slice(0, 64)} was not found`, { extensions: { code: 'NOT_FOUND' } });
-      return ctx.app.bus.subscribe('service', String(args.serviceId));
-    },
+    subscribe: (_root, args, ctx) => followServiceEvents(ctx.app, actorOf(ctx), args.serviceId ? String(args.serviceId) : null),
     resolve: (event) => event,
   }),
 );

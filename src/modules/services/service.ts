@@ -1,7 +1,7 @@
 import type { Db } from '../../platform/db/client.js';
 import type { Prisma, Service, Template } from '../../generated/prisma/client.js';
 import { mainComponent } from '../templates/service.js';
-import { ServiceStatus, SourceType } from '../../generated/prisma/enums.js';
+import { CustomDomainStatus, ServiceStatus, SourceType } from '../../generated/prisma/enums.js';
 import type { ConvoyBus, ServiceEventKind } from '../../events.js';
 import type { Config } from '../../config.js';
 import { parseInput } from '../common/parse.js';
@@ -10,9 +10,11 @@ import { recordAudit } from '../audit/audit.js';
 import { decrypt, encrypt } from '../../platform/crypto/aead.js';
 import { deriveKey } from '../../platform/crypto/tokens.js';
 import type { Actor } from '../auth/caller.js';
-import { createServiceInput, updateServiceInput, type CreateServiceInput } from './validation.js';
+import { isPlatformAdmin } from '../workers/admins.js';
+import { createServiceInput, gitUrlRefusal, isReservedHostPort, updateServiceInput, type CreateServiceInput, type PortSpec } from './validation.js';
+import { assertImageUsable } from './image-ownership.js';
 
-export type ServiceDeps = { db: Db; bus: ConvoyBus; config: Pick<Config, 'baseDomain' | 'secretKey' | 'build'> };
+export type ServiceDeps = { db: Db; bus: ConvoyBus; config: Pick<Config, 'baseDomain' | 'secretKey' | 'build' | 'port' | 'publicUrl' | 'outbound'> };
 
 /** Scoped lookup: another organization's service is indistinguishable from a missing one. */
 export async function getService(deps: Pick<ServiceDeps, 'db'>, actor: Pick<Actor, 'organizationId'>, id: string): Promise<Service> {
@@ -31,6 +33,8 @@ function sourceColumns(config: ServiceDeps['config'], source: CreateServiceInput
   if (source.gitUrl!.startsWith('file:') && !config.build.allowFileGitUrls) {
     throw ValidationError.single(['source', 'gitUrl'], 'file:// URLs are not allowed on this installation');
   }
+  const refusal = gitUrlRefusal(source.gitUrl!, config);
+  if (refusal) throw ValidationError.single(['source', 'gitUrl'], refusal);
   return {
     ...none,
     sourceType: SourceType.GIT,
@@ -46,6 +50,67 @@ const GIT_TOKEN_KEY = 'git-token';
 /** The service's repository token in clear, for the build that clones it; null when it has none. */
 export function gitTokenOf(config: Pick<Config, 'secretKey'>, service: { gitTokenEnc: string | null }): string | null {
   return service.gitTokenEnc ? decrypt(deriveKey(config.secretKey, GIT_TOKEN_KEY), service.gitTokenEnc) : null;
+}
+
+/**
+ * Privileged, Swarm and API ports on the nodes are the platform's: only a platform admin may publish
+ * them (e.g. to run the edge router itself as a Convoy service).
+ */
+async function assertPublishedPortsAllowed(deps: Pick<ServiceDeps, 'db' | 'config'>, actor: Actor, ports: PortSpec[]) {
+  const reserved = ports.flatMap((p, i) => (p.published != null && isReservedHostPort(p.published, deps.config.port) ? [{ i, published: p.published }] : []));
+  if (reserved.length === 0 || (await isPlatformAdmin(deps.db, actor.userId))) return;
+  throw new ValidationError(
+    reserved.map(({ i, published }) => ({ path: ['ports', String(i), 'published'], message: `${published} is reserved for the platform (ports below 1024, Swarm's 2377, 7946 and 4789, and the API's port)` })),
+  );
+}
+
+/** Host names the platform answers on itself: its base domain and everything under it, its public URL. */
+function platformOwns(config: ServiceDeps['config'], domain: string): boolean {
+  const base = config.baseDomain.toLowerCase();
+  const publicHost = config.publicUrl ? new URL(config.publicUrl).hostname.toLowerCase() : null;
+  return domain === base || domain.endsWith(`.${base}`) || domain === publicHost;
+}
+
+/**
+ * A custom domain has one owner in the whole installation. Whether the other claim is in this
+ * organization or another, the answer is the same and says nothing about who holds it.
+ */
+async function assertDomainsClaimable(deps: Pick<ServiceDeps, 'db' | 'config'>, serviceId: string | null, domains: string[]) {
+  const reserved = domains.flatMap((d, i) => (platformOwns(deps.config, d) ? [{ path: ['customDomains', String(i)], message: `${d} belongs to the platform (${deps.config.baseDomain} and its subdomains)` }] : []));
+  if (reserved.length) throw new ValidationError(reserved);
+  if (domains.length === 0) return;
+  const notMine = serviceId ? { not: serviceId } : undefined;
+  const [claimed, hostnames] = await Promise.all([
+    deps.db.customDomain.findFirst({ where: { domain: { in: domains }, serviceId: notMine }, select: { domain: true } }),
+    deps.db.service.findFirst({ where: { hostname: { in: domains }, deletedAt: null, id: notMine }, select: { hostname: true } }),
+  ]);
+  const taken = claimed?.domain ?? hostnames?.hostname;
+  if (taken) throw new ConflictError(`The domain ${taken} is already in use`, 'customDomains');
+}
+
+/** Makes the service's domains exactly `domains`: kept ones keep their status, new ones start PENDING. */
+async function replaceCustomDomains(tx: Prisma.TransactionClient, serviceId: string, domains: string[]) {
+  await tx.customDomain.deleteMany({ where: { serviceId, domain: { notIn: domains } } });
+  const kept = new Set((await tx.customDomain.findMany({ where: { serviceId }, select: { domain: true } })).map((d) => d.domain));
+  const added = domains.filter((d) => !kept.has(d));
+  if (added.length) await tx.customDomain.createMany({ data: added.map((domain) => ({ serviceId, domain })) });
+}
+
+/** Both unique indexes (service name, custom domain) answer P2002; the domain check tells them apart. */
+async function uniqueViolation(deps: Pick<ServiceDeps, 'db' | 'config'>, error: unknown, serviceId: string | null, name: string | null, domains: string[]) {
+  if ((error as { code?: string }).code !== 'P2002') return error;
+  try {
+    await assertDomainsClaimable(deps, serviceId, domains);
+  } catch (conflict) {
+    return conflict;
+  }
+  return name ? new ConflictError(`A service named ${name} already exists`, 'name') : error;
+}
+
+/** The custom domains the router may send to a service: only those proven to be its owner's. */
+export async function routedDomains(db: Db, serviceId: string): Promise<string[]> {
+  const rows = await db.customDomain.findMany({ where: { serviceId, status: CustomDomainStatus.VERIFIED }, select: { domain: true }, orderBy: { domain: 'asc' } });
+  return rows.map((r) => r.domain);
 }
 
 function envObject(env: { name: string; value: string }[]): Record<string, string> {
@@ -104,6 +169,9 @@ export async function createService(deps: ServiceDeps, actor: Actor, input: unkn
   const validated = parseInput(createServiceInput, input);
   const template = await assertTemplateVisible(deps.db, actor.organizationId, validated.source.templateId ?? null);
   const parsed = template ? withTemplateDefaults(validated, input as Record<string, unknown>, template) : validated;
+  if (parsed.source.image) await assertImageUsable(deps, actor.organizationId, parsed.source.image);
+  await assertPublishedPortsAllowed(deps, actor, parsed.ports);
+  await assertDomainsClaimable(deps, null, parsed.customDomains);
   await assertWithinQuota(deps.db, actor.organizationId, {
     addServices: 1,
     replicas: parsed.replicas,
@@ -111,6 +179,10 @@ export async function createService(deps: ServiceDeps, actor: Actor, input: unkn
     memoryMb: (parsed.resources.memoryLimitMb ?? 0) * parsed.replicas,
   });
   const org = await deps.db.organization.findUniqueOrThrow({ where: { id: actor.organizationId }, select: { slug: true } });
+  const hostname = `${parsed.name}-${org.slug}.${deps.config.baseDomain}`;
+  // Service `a-b` of org `c` and service `a` of org `b-c` would share a host name: the first keeps it.
+  const sameHost = await deps.db.service.findFirst({ where: { hostname, deletedAt: null, organizationId: { not: actor.organizationId } }, select: { id: true } });
+  if (sameHost) throw new ConflictError(`The host name ${hostname} is already in use: choose another service name`, 'name');
   try {
     const service = await deps.db.$transaction(async (tx) => {
       const created = await tx.service.create({
@@ -127,8 +199,8 @@ export async function createService(deps: ServiceDeps, actor: Actor, input: unkn
           replicas: parsed.replicas,
           ports: parsed.ports as Prisma.InputJsonValue,
           healthCheck: (parsed.healthCheck ?? undefined) as Prisma.InputJsonValue | undefined,
-          hostname: `${parsed.name}-${org.slug}.${deps.config.baseDomain}`,
-          customDomains: parsed.customDomains,
+          hostname,
+          customDomains: { create: parsed.customDomains.map((domain) => ({ domain })) },
           statusHistory: { create: { fromStatus: null, toStatus: ServiceStatus.PENDING, reason: 'service created' } },
         },
       });
@@ -138,8 +210,7 @@ export async function createService(deps: ServiceDeps, actor: Actor, input: unkn
     await publishServiceEvent(deps.bus, 'CREATED', service);
     return service;
   } catch (error) {
-    if ((error as { code?: string }).code === 'P2002') throw new ConflictError(`A service named ${parsed.name} already exists`, 'name');
-    throw error;
+    throw await uniqueViolation(deps, error, null, parsed.name, parsed.customDomains);
   }
 }
 
@@ -149,6 +220,7 @@ export async function updateService(deps: ServiceDeps, actor: Actor, id: string,
   const data: Prisma.ServiceUpdateInput = {};
   if (parsed.source) {
     await assertTemplateVisible(deps.db, actor.organizationId, parsed.source.templateId ?? null);
+    if (parsed.source.image) await assertImageUsable(deps, actor.organizationId, parsed.source.image);
     const { templateId, ...rest } = sourceColumns(deps.config, parsed.source);
     Object.assign(data, rest, { template: templateId ? { connect: { id: templateId } } : { disconnect: true } });
   }
@@ -160,10 +232,13 @@ export async function updateService(deps: ServiceDeps, actor: Actor, id: string,
     data.memoryReservationMb = parsed.resources.memoryReservationMb ?? null;
   }
   if (parsed.replicas != null) data.replicas = parsed.replicas;
-  if (parsed.ports) data.ports = parsed.ports as Prisma.InputJsonValue;
+  if (parsed.ports) {
+    await assertPublishedPortsAllowed(deps, actor, parsed.ports);
+    data.ports = parsed.ports as Prisma.InputJsonValue;
+  }
   if (parsed.healthCheck) data.healthCheck = parsed.healthCheck as Prisma.InputJsonValue;
   if (parsed.clearHealthCheck) data.healthCheck = null as unknown as Prisma.InputJsonValue;
-  if (parsed.customDomains) data.customDomains = parsed.customDomains;
+  if (parsed.customDomains) await assertDomainsClaimable(deps, current.id, parsed.customDomains);
 
   const replicas = parsed.replicas ?? current.replicas;
   const cpuLimit = parsed.resources ? (parsed.resources.cpuLimit ?? 0) : (current.cpuLimit ?? 0);
@@ -172,8 +247,11 @@ export async function updateService(deps: ServiceDeps, actor: Actor, id: string,
 
   const service = await deps.db.$transaction(async (tx) => {
     const updated = await tx.service.update({ where: { id: current.id }, data });
+    if (parsed.customDomains) await replaceCustomDomains(tx, current.id, parsed.customDomains);
     await recordAudit(tx, actor, 'service.update', 'Service', current.id, { fields: Object.keys(parsed).filter((k) => (parsed as Record<string, unknown>)[k] != null) });
     return updated;
+  }).catch(async (error: unknown) => {
+    throw await uniqueViolation(deps, error, current.id, null, parsed.customDomains ?? []);
   });
   await publishServiceEvent(deps.bus, 'UPDATED', service);
   return service;
@@ -208,6 +286,8 @@ export async function markServiceDeleted(deps: Pick<ServiceDeps, 'db' | 'bus'>, 
   const service = await deps.db.$transaction(async (tx) => {
     const current = await tx.service.findUniqueOrThrow({ where: { id: serviceId } });
     await tx.serviceStatusChange.create({ data: { serviceId, fromStatus: current.status, toStatus: ServiceStatus.DELETING, reason } });
+    // Its domains are free for another service at once; the router stops sending them here on removal.
+    await tx.customDomain.deleteMany({ where: { serviceId } });
     return tx.service.update({ where: { id: serviceId }, data: { status: ServiceStatus.DELETING, deletedAt: current.deletedAt ?? new Date() } });
   });
   await publishServiceEvent(deps.bus, 'DELETED', service, null, reason);

@@ -1,14 +1,25 @@
 // Service input rules, built from the shared validation primitives.
 import { z } from 'zod';
-import { validateGitRef, validateGitUrl } from '../../platform/git/validate.js';
+import { validateGitRef, validateGitUrl, validateGitUrlShape } from '../../platform/git/validate.js';
+import type { Config } from '../../config.js';
 import { LIMITS, cpu, dnsLabel, envVarName, hostname, HTTP_PATH, imageReference, memoryMb, port, replicas } from '../../shared/validation.js';
 
 // The Git rules are the clone code's own (src/platform/git), so the API refuses exactly what it would.
-// file:// URLs pass here and are checked against CONVOY_ALLOW_FILE_GIT_URLS by the service.
+// The schema checks the URL's shape; its host (and file://) depend on the installation, so the service
+// checks them with gitUrlRefusal against its configuration.
 export const gitUrl = z.string().superRefine((url, ctx) => {
-  const result = validateGitUrl(url, { allowFile: true });
+  const result = validateGitUrlShape(url, { allowFile: true });
   if (!result.ok) ctx.addIssue({ code: 'custom', message: result.reason });
 });
+
+/**
+ * Why this installation refuses a Git URL (an internal or IP-literal host that is not allowlisted, a
+ * file:// URL where they are off), or null when a clone may go ahead.
+ */
+export function gitUrlRefusal(url: string, config: Pick<Config, 'build' | 'outbound'>): string | null {
+  const result = validateGitUrl(url, { allowFile: config.build.allowFileGitUrls, outbound: config.outbound });
+  return result.ok ? null : result.reason;
+}
 export const gitRef = z.string().superRefine((ref, ctx) => {
   const result = validateGitRef(ref);
   if (!result.ok) ctx.addIssue({ code: 'custom', message: result.reason });
@@ -82,7 +93,25 @@ export const sourceSpec = z
     if (s.gitToken && !s.gitUrl) ctx.addIssue({ code: 'custom', path: ['gitToken'], message: 'is only valid with gitUrl' });
   });
 
-const customDomains = z.array(hostname).max(LIMITS.customDomains, `must have at most ${LIMITS.customDomains} domains`);
+const customDomains = z
+  .array(hostname)
+  .max(LIMITS.customDomains, `must have at most ${LIMITS.customDomains} domains`)
+  .superRefine((domains, ctx) => {
+    domains.forEach((d, i) => {
+      if (domains.indexOf(d) !== i) ctx.addIssue({ code: 'custom', path: [i], message: `duplicate domain ${d}` });
+    });
+  });
+
+/** Swarm's own ports: cluster management, node gossip and overlay (VXLAN) traffic. */
+export const SWARM_PORTS = [2377, 7946, 4789] as const;
+
+/**
+ * Host ports a tenant may not publish: privileged ports (below 1024, e.g. the router's 80/443), Swarm's
+ * own and the API's. Only a platform admin may publish them.
+ */
+export function isReservedHostPort(published: number, apiPort: number): boolean {
+  return published < 1024 || (SWARM_PORTS as readonly number[]).includes(published) || published === apiPort;
+}
 
 export const createServiceInput = z.object({
   name: dnsLabel,

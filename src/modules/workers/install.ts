@@ -8,21 +8,25 @@ import type { Config } from '../../config.js';
 import { IMAGE_REFERENCE } from '../../shared/validation.js';
 import { findLiveJoinToken, swarmJoinData, type SwarmJoinData } from './service.js';
 import { JOIN_TOKEN } from './validation.js';
+import { clientAddressOf } from '../auth/throttle.js';
+import { joinTokenCounter } from './join-limits.js';
 
 export const INSTALL_SCRIPT_PATH = '/install/worker.sh';
 
 const API_URL = /^https?:\/\/(\[[0-9a-fA-F:.]{2,45}\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?$/;
-const HOST_HEADER = /^(\[[0-9a-fA-F:.]{2,45}\]|[A-Za-z0-9.-]{1,253})(:[0-9]{1,5})?$/;
+const PLAIN_HOST = /^[A-Za-z0-9.-]{1,253}$/;
+const WILDCARD_HOSTS = new Set(['', '0.0.0.0', '::', '[::]']);
 
-type HeaderSource = { get(name: string): string | null };
-
-/** CONVOY_PUBLIC_URL, else the address the request reached us at; null when the Host header is not a plain host[:port]. */
-export function apiUrlFor(config: Pick<Config, 'publicUrl'>, headers: HeaderSource): string | null {
+/**
+ * CONVOY_PUBLIC_URL (required in production). Elsewhere the address this server listens on (localhost
+ * when it listens on every interface) with the port the request arrived on: never the request's Host
+ * header, which whoever sends the request chooses, and which would end up in a script run as root.
+ */
+export function apiUrlFor(config: Pick<Config, 'publicUrl' | 'host' | 'port'>, localPort?: number): string {
   if (config.publicUrl) return config.publicUrl;
-  const host = headers.get('host');
-  if (!host || !HOST_HEADER.test(host)) return null;
-  const proto = headers.get('x-forwarded-proto') === 'https' ? 'https' : 'http';
-  return `${proto}://${host}`;
+  const host = config.host.trim();
+  const shown = WILDCARD_HOSTS.has(host) ? 'localhost' : host.includes(':') ? `[${host.replace(/^\[|\]$/g, '')}]` : PLAIN_HOST.test(host) ? host : 'localhost';
+  return `http://${shown}:${localPort || config.port}`;
 }
 
 export function installCommand(apiUrl: string, token: string): string {
@@ -130,20 +134,25 @@ say "the worker agent is running (journalctl -u convoy-agent -f); it registers w
 `;
 }
 
-function sendText(res: ServerResponse, status: number, text: string) {
-  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' }).end(`convoy: ${text}\n`);
+function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}) {
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', ...headers }).end(`convoy: ${text}\n`);
 }
 
 export async function handleInstallScript(app: App, req: IncomingMessage, res: ServerResponse): Promise<void> {
   try {
+    // Failed tries (malformed or dead tokens) count on the counter registerWorker uses too.
+    const [limit, key] = joinTokenCounter(app, clientAddressOf(app, req));
+    const wait = await limit.take(key);
+    if (wait > 0) return sendText(res, 429, `too many failed attempts; try again in ${wait} s`, { 'retry-after': String(wait) });
+    // Counted before the token is looked up; given back once it turned out to be a live one.
+    const refuse = (status: number, text: string) => sendText(res, status, text);
     const params = new URL(req.url ?? '/', 'http://localhost').searchParams;
     const tokens = params.getAll('token');
-    if (tokens.length !== 1 || !JOIN_TOKEN.test(tokens[0]!)) return sendText(res, 400, 'malformed join token');
-    const headers = { get: (name: string) => (req.headers[name.toLowerCase()] as string | undefined) ?? null };
-    const apiUrl = apiUrlFor(app.config, headers);
-    if (!apiUrl) return sendText(res, 400, 'unusable Host header: set CONVOY_PUBLIC_URL on the control plane');
+    if (tokens.length !== 1 || !JOIN_TOKEN.test(tokens[0]!)) return refuse(400, 'malformed join token');
     const joinToken = await findLiveJoinToken(app.db, tokens[0]!);
-    if (!joinToken) return sendText(res, 404, 'unknown, used, revoked or expired join token');
+    if (!joinToken) return refuse(404, 'unknown, used, revoked or expired join token');
+    await limit.giveBack(key);
+    const apiUrl = apiUrlFor(app.config, req.socket.localPort);
     const swarm = await swarmJoinData(app);
     const script = renderInstallScript({ apiUrl, joinToken: tokens[0]!, agentImage: app.config.workers.agentImage, swarm, expiresAt: joinToken.expiresAt });
     res.writeHead(200, { 'content-type': 'text/x-shellscript; charset=utf-8', 'cache-control': 'no-store' }).end(script);

@@ -4,7 +4,7 @@ import { ErrorInterface } from '../../graphql/errors.js';
 import type { GraphQLContext } from '../../graphql/context.js';
 import { WorkerStatus } from '../../generated/prisma/enums.js';
 import type { ContainerStatsSample, ServiceMetricsEvent, WorkerEvent, WorkerHeartbeatEvent } from '../../events.js';
-import { ConflictError, NotFoundError, UnauthenticatedError, ValidationError } from '../common/errors.js';
+import { ConflictError, NotFoundError, RateLimitedError, UnauthenticatedError, ValidationError } from '../common/errors.js';
 import { actorOf, userIdOf, workerIdOf } from '../common/graphql.js';
 import type { PlatformAdmin } from './admins.js';
 import { InvalidJoinTokenError } from './errors.js';
@@ -14,15 +14,17 @@ import type { ServiceMetricsPoint, WorkerMetricsPoint } from './metrics.js';
 import { RESOURCES, snapshotOf, type MetricsSnapshot, type Resource } from './notify.js';
 import * as workers from './service.js';
 import { forgetWorkerCredentials } from '../auth/worker-credentials.js';
+import { operationAddress } from '../auth/throttle.js';
+import { limitJoinTokenUse } from './join-limits.js';
 
 function adminOf(ctx: GraphQLContext): PlatformAdmin {
   return { userId: userIdOf(ctx), requestId: ctx.requestId };
 }
 
 /** Yoga puts the HTTP request in the context; operations over a WebSocket have none. */
-function requestHeaders(ctx: GraphQLContext) {
-  const request = (ctx as { request?: { headers?: { get(name: string): string | null } } }).request;
-  return request?.headers ?? { get: () => null };
+/** The port this operation's request arrived on (Yoga puts the Node request in the context). */
+function localPortOf(ctx: GraphQLContext): number | undefined {
+  return (ctx as { req?: { socket?: { localPort?: number } } }).req?.socket?.localPort;
 }
 
 function notFound(type: string, id: string): GraphQLError {
@@ -73,6 +75,7 @@ export const WorkerRef = builder.prismaObject('Worker', {
     lastMetrics: t.field({ type: MetricsSnapshotRef, nullable: true, resolve: (w) => snapshotOf(w.lastMetrics) }),
     createdAt: t.expose('createdAt', { type: 'DateTime' }),
     removedAt: t.expose('removedAt', { type: 'DateTime', nullable: true }),
+    buildOrganizationIds: t.exposeIDList('buildOrganizationIds', { description: 'The only organizations whose build jobs this worker takes; empty: every organization\'s (set by setWorkerOrganizations)' }),
   }),
 });
 
@@ -200,7 +203,7 @@ const CreateWorkerJoinTokenPayload = builder
       expiresAt: t.field({ type: 'DateTime', resolve: (p) => p.expiresAt }),
       installCommand: t.exposeString('installCommand', {
         nullable: true,
-        description: 'Run on the new node as root; null when the API address is unknown (set CONVOY_PUBLIC_URL)',
+        description: 'Run on the new node as root; it reaches the API at CONVOY_PUBLIC_URL (outside production, this server\'s own address when unset)',
       }),
     }),
   });
@@ -214,8 +217,7 @@ builder.mutationField('createWorkerJoinToken', (t) =>
     args: { ttlSeconds: t.arg.int({ required: true }), labels: t.arg({ type: [WorkerLabelInput] }) },
     resolve: async (_root, args, ctx) => {
       const { joinToken, token } = await workers.createJoinToken(ctx.app, adminOf(ctx), args);
-      const apiUrl = apiUrlFor(ctx.app.config, requestHeaders(ctx));
-      return { joinToken, token, expiresAt: joinToken.expiresAt, installCommand: apiUrl ? installCommand(apiUrl, token) : null };
+      return { joinToken, token, expiresAt: joinToken.expiresAt, installCommand: installCommand(apiUrlFor(ctx.app.config, localPortOf(ctx)), token) };
     },
   }),
 );
@@ -265,9 +267,9 @@ builder.mutationField('registerWorker', (t) =>
   t.field({
     type: RegisterWorkerPayload,
     description: 'Spends a join token to register this node; no other authentication',
-    errors: { types: [InvalidJoinTokenError, ValidationError, ConflictError], directResult: true, union: { name: 'RegisterWorkerResult' } },
+    errors: { types: [InvalidJoinTokenError, ValidationError, ConflictError, RateLimitedError], directResult: true, union: { name: 'RegisterWorkerResult' } },
     args: { input: t.arg({ type: RegisterWorkerInput, required: true }) },
-    resolve: (_root, { input }, ctx) => workers.registerWorker(ctx.app, input, ctx.requestId),
+    resolve: (_root, { input }, ctx) => limitJoinTokenUse(ctx.app, operationAddress(ctx), () => workers.registerWorker(ctx.app, input, ctx.requestId)),
   }),
 );
 
@@ -338,6 +340,20 @@ builder.mutationField('drainWorker', (t) =>
     args: { id: t.arg.id({ required: true }) },
     resolve: async (query, _root, args, ctx) => {
       const worker = await workers.drainWorker(ctx.app, adminOf(ctx), String(args.id));
+      return ctx.app.db.worker.findUniqueOrThrow({ ...query, where: { id: worker.id } });
+    },
+  }),
+);
+
+builder.mutationField('setWorkerOrganizations', (t) =>
+  t.prismaField({
+    type: 'Worker',
+    description: 'Restricts the build jobs the worker takes to these organizations\' (empty list: every organization\'s) (platform admins)',
+    authScopes: { platformAdmin: true },
+    errors: { types: [NotFoundError, ValidationError], directResult: true, union: { name: 'SetWorkerOrganizationsResult' } },
+    args: { workerId: t.arg.id({ required: true }), organizationIds: t.arg.idList({ required: true }) },
+    resolve: async (query, _root, args, ctx) => {
+      const worker = await workers.setWorkerOrganizations(ctx.app, adminOf(ctx), String(args.workerId), args.organizationIds.map(String));
       return ctx.app.db.worker.findUniqueOrThrow({ ...query, where: { id: worker.id } });
     },
   }),

@@ -198,6 +198,26 @@ export function workerListWhere(status: WorkerStatus | null | undefined): Prisma
   return { removedAt: null, ...(status ? { status } : {}) };
 }
 
+const MAX_WORKER_ORGANIZATIONS = 100;
+
+/**
+ * Restricts the build jobs the worker is offered and may claim to these organizations' (empty: every
+ * organization's). Unknown organization ids are refused, so a typo never silently starves a tenant.
+ */
+export async function setWorkerOrganizations(deps: Pick<WorkerDeps, 'db'>, admin: PlatformAdmin, id: string, organizationIds: string[]): Promise<Worker> {
+  const worker = await getLiveWorker(deps.db, id);
+  if (organizationIds.length > MAX_WORKER_ORGANIZATIONS) throw ValidationError.single(['organizationIds'], `at most ${MAX_WORKER_ORGANIZATIONS} organizations`);
+  const wanted = [...new Set(organizationIds.map(String))];
+  const tooLong = wanted.findIndex((orgId) => orgId.length > 64);
+  if (tooLong >= 0) throw ValidationError.single(['organizationIds', String(tooLong)], 'is not an organization id');
+  const found = new Set((await deps.db.organization.findMany({ where: { id: { in: wanted } }, select: { id: true } })).map((o) => o.id));
+  const unknown = wanted.filter((orgId) => !found.has(orgId));
+  if (unknown.length) throw new ValidationError(unknown.map((orgId) => ({ path: ['organizationIds', String(wanted.indexOf(orgId))], message: `organization ${orgId.slice(0, 64)} was not found` })));
+  const updated = await deps.db.worker.update({ where: { id: worker.id }, data: { buildOrganizationIds: wanted } });
+  await recordAudit(deps.db, admin, 'worker.set-organizations', 'Worker', worker.id, { hostname: worker.hostname, organizationIds: wanted });
+  return updated;
+}
+
 /** Swarm stops scheduling on the node and moves its tasks elsewhere; the worker stays DRAINING. */
 export async function drainWorker(deps: WorkerDeps, admin: PlatformAdmin, id: string): Promise<Worker> {
   const worker = await getLiveWorker(deps.db, id);

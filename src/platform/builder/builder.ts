@@ -46,4 +46,9 @@ export interface Builder {
   /** Parses, evaluates and instantiates the source (writes its .drv) without building it. */
   evaluate(source: BuildSource, options?: { timeoutMs?: number }): Promise<EvaluateResult>;
   build(source: BuildSource, options?: BuildOptions): Promise<BuildResult>;
+  /** How tenant code is isolated (see sandbox.ts); builders that run no tenant code need not say. */
+  sandboxStatus?(): Promise<BuildSandboxStatus>;
 }
+
+/** 'unavailable': the sandbox is wanted but this node cannot provide it, so builds are refused. */
+export type BuildSandboxStatus = 'enforced' | 'off (single-tenant)' | 'unavailable';

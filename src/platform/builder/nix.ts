@@ -6,8 +6,9 @@ import { access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { z } from 'zod';
-import type { BuildArgs, Builder, BuildOptions, BuildResult, BuildSource, BuildStatus, EvaluateResult, LogStream } from './builder.js';
+import type { BuildArgs, Builder, BuildOptions, BuildResult, BuildSandboxStatus, BuildSource, BuildStatus, EvaluateResult, LogStream } from './builder.js';
 import { runProcessTree, type ProcessEnding, type TreeRunResult } from './process-tree.js';
+import { BuildCgroup, DEFAULT_BUILD_LIMITS, probeSandbox, type BuildSandboxOptions, type SandboxProbe } from './sandbox.js';
 import { CONVOY_NIX_DIR } from './templates.js';
 
 export interface NixBuilderOptions {
@@ -32,6 +33,11 @@ export interface NixBuilderOptions {
   readablePaths?: string[];
   /** Where to register built outputs as GC roots, so a garbage collection cannot take them. */
   gcRootDir?: string;
+  /**
+   * Isolation of tenant code (see sandbox.ts): by default every build and evaluation runs in Nix's
+   * sandbox, in an empty network namespace and in a cgroup with these limits.
+   */
+  sandbox?: BuildSandboxOptions;
 }
 
 const DEFAULT_BUILD_TIMEOUT_MS = 60 * 60_000;
@@ -43,7 +49,9 @@ const ATTRIBUTE_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
 /**
  * The builder's settings from the environment: NIX_SUBSTITUTERS and NIX_TRUSTED_PUBLIC_KEYS (space
  * separated; an empty NIX_SUBSTITUTERS means no binary cache), NIX_PATH, NIX_GC_ROOT_DIR,
- * CONVOY_STATIC_BUSYBOX, BUILD_TIMEOUT_SECONDS.
+ * CONVOY_STATIC_BUSYBOX, BUILD_TIMEOUT_SECONDS, and the sandbox's CONVOY_BUILD_SANDBOX (on | off),
+ * CONVOY_BUILD_MEMORY_MB, CONVOY_BUILD_CPUS, CONVOY_BUILD_PIDS (worker agents read them here; the API
+ * through src/config.ts). A non-empty CONVOY_BUILD_ALLOWED_HOSTS is refused: not implemented.
  */
 export function nixBuilderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): NixBuilderOptions {
   const list = z.string().transform((v) => v.split(/\s+/).filter(Boolean));
@@ -55,6 +63,11 @@ export function nixBuilderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): 
       NIX_GC_ROOT_DIR: z.string().startsWith('/').optional(),
       CONVOY_STATIC_BUSYBOX: z.string().startsWith('/').optional(),
       BUILD_TIMEOUT_SECONDS: z.coerce.number().int().positive().optional(),
+      CONVOY_BUILD_SANDBOX: z.enum(['on', 'off', '']).optional(),
+      CONVOY_BUILD_ALLOWED_HOSTS: z.string().refine((v) => v.trim() === '', 'CONVOY_BUILD_ALLOWED_HOSTS is not implemented yet: fixed-output builds get no network at all; leave it empty').optional(),
+      CONVOY_BUILD_MEMORY_MB: unsetIfEmpty(z.coerce.number().int().min(32).optional()),
+      CONVOY_BUILD_CPUS: unsetIfEmpty(z.coerce.number().min(0.1).optional()),
+      CONVOY_BUILD_PIDS: unsetIfEmpty(z.coerce.number().int().min(32).optional()),
     })
     .parse(env);
   return {
@@ -64,7 +77,20 @@ export function nixBuilderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): 
     gcRootDir: parsed.NIX_GC_ROOT_DIR,
     staticBusybox: parsed.CONVOY_STATIC_BUSYBOX,
     defaultBuildTimeoutMs: parsed.BUILD_TIMEOUT_SECONDS === undefined ? undefined : parsed.BUILD_TIMEOUT_SECONDS * 1000,
+    sandbox: {
+      mode: parsed.CONVOY_BUILD_SANDBOX === 'off' ? 'off' : 'enforced',
+      limits: {
+        memoryMb: parsed.CONVOY_BUILD_MEMORY_MB ?? DEFAULT_BUILD_LIMITS.memoryMb,
+        cpus: parsed.CONVOY_BUILD_CPUS ?? DEFAULT_BUILD_LIMITS.cpus,
+        pids: parsed.CONVOY_BUILD_PIDS ?? DEFAULT_BUILD_LIMITS.pids,
+      },
+    },
   };
+}
+
+/** An empty variable (as in a copied .env.example) means "not set". */
+function unsetIfEmpty<T extends z.ZodTypeAny>(schema: T) {
+  return z.preprocess((v) => (v === '' ? undefined : v), schema);
 }
 
 type StepFailure = { status: Exclude<BuildStatus, 'SUCCEEDED'>; error: string };
@@ -77,6 +103,9 @@ interface EvaluationTarget {
   readablePaths: string[];
 }
 type BuildOutcome = { status: 'SUCCEEDED'; closure: string[]; closureSizeBytes: number } | StepFailure;
+/** A finished step that ran tenant code: it may also have been stopped by its memory limit. */
+type IsolatedRunResult = TreeRunResult & { memoryLimitMb?: number };
+type Isolation = { kind: 'enforced'; probe: Extract<SandboxProbe, { available: true }> } | { kind: 'off' } | { kind: 'unavailable'; reason: string };
 
 interface StepContext {
   signal: AbortSignal;
@@ -89,13 +118,22 @@ interface StepContext {
 
 export class NixBuilder implements Builder {
   private readonly busybox: string | undefined;
+  private readonly sandbox: BuildSandboxOptions;
 
   constructor(private readonly options: NixBuilderOptions = {}) {
     this.busybox = resolveStaticBusybox(options.staticBusybox === undefined ? '/bin/busybox' : options.staticBusybox);
+    this.sandbox = options.sandbox ?? { mode: 'enforced', limits: DEFAULT_BUILD_LIMITS };
+  }
+
+  async sandboxStatus(): Promise<BuildSandboxStatus> {
+    const isolation = await this.isolation();
+    return isolation.kind === 'enforced' ? 'enforced' : isolation.kind === 'off' ? 'off (single-tenant)' : 'unavailable';
   }
 
   async evaluate(source: BuildSource, options: { timeoutMs?: number } = {}): Promise<EvaluateResult> {
     const timeoutMs = options.timeoutMs ?? this.options.evaluationTimeoutMs ?? DEFAULT_EVALUATION_TIMEOUT_MS;
+    const refusal = await this.refusal();
+    if (refusal) return { ok: false, error: refusal.error };
     const { controller, stopReason, dispose } = buildStopper(undefined, timeoutMs);
     try {
       const step = await this.instantiate(source, { signal: controller.signal, stopReason, timeoutMs });
@@ -112,7 +150,7 @@ export class NixBuilder implements Builder {
     const context: StepContext = { signal: controller.signal, stopReason, timeoutMs, onLog: options.onLog };
     const result: BuildResult = { status: 'FAILED', drvPath: null, outPath: null, closure: [], closureSizeBytes: 0, durationMs: 0, cacheHit: false };
     try {
-      const outcome = await this.runBuildSteps(source, context, result);
+      const outcome = (await this.refusal()) ?? (await this.runBuildSteps(source, context, result));
       if (outcome.status === 'SUCCEEDED') Object.assign(result, { status: outcome.status, closure: outcome.closure, closureSizeBytes: outcome.closureSizeBytes });
       else Object.assign(result, { status: outcome.status, error: outcome.error });
     } finally {
@@ -150,13 +188,34 @@ export class NixBuilder implements Builder {
     return { status: 'SUCCEEDED', closure: closure.value.paths, closureSizeBytes: closure.value.sizeBytes };
   }
 
+  /** Where the sandbox is wanted but cannot be had, tenant code is not run at all. */
+  private async refusal(): Promise<StepFailure | undefined> {
+    const isolation = await this.isolation();
+    if (isolation.kind !== 'unavailable') return undefined;
+    return {
+      status: 'FAILED',
+      error: `the build sandbox is unavailable on this node (${isolation.reason}): Convoy does not run tenant builds without it (CONVOY_BUILD_SANDBOX=off is for single-tenant installations only)`,
+    };
+  }
+
+  private isolationProbe: Promise<Isolation> | undefined;
+
+  private isolation(): Promise<Isolation> {
+    this.isolationProbe ??= (async (): Promise<Isolation> => {
+      if (this.sandbox.mode === 'off') return { kind: 'off' };
+      const probe = await probeSandbox();
+      return probe.available ? { kind: 'enforced', probe } : { kind: 'unavailable', reason: probe.reason };
+    })();
+    return this.isolationProbe;
+  }
+
   private async instantiate(source: BuildSource, context: StepContext): Promise<Step<string>> {
     const target = await this.evaluationTarget(source);
     if (!target.ok) return target;
     const { flake, args, cwd, readablePaths } = target.value;
     const run = flake
-      ? await this.run('nix', [...FLAKE_FEATURES, 'path-info', '--derivation', ...this.optionArgs(), ...args], context, cwd)
-      : await this.run('nix-instantiate', [...this.optionArgs(), ...this.restrictionArgs(readablePaths), ...args], context, cwd);
+      ? await this.runIsolated('nix', [...FLAKE_FEATURES, 'path-info', '--derivation', ...this.optionArgs(), ...args], context, cwd)
+      : await this.runIsolated('nix-instantiate', [...this.optionArgs(), ...this.restrictionArgs(readablePaths), ...args], context, cwd);
     const failure = failureOf(run, context, 'evaluation failed');
     if (failure) return failure;
     const drvPaths = run.stdout.split('\n').map((l) => l.trim()).filter((l) => l.endsWith('.drv'));
@@ -245,9 +304,36 @@ export class NixBuilder implements Builder {
   }
 
   private async realise(drvPath: string, context: StepContext): Promise<Step<void>> {
-    const run = await this.run('nix-store', ['--realise', ...this.optionArgs(), drvPath], context);
+    const isolated = (await this.isolation()).kind === 'enforced';
+    if (isolated && this.usesBinaryCaches()) {
+      const fetched = await this.substitute(drvPath, context);
+      if (!fetched.ok) return fetched;
+    }
+    // In the empty network namespace there is no cache to reach: asking would only cost retries.
+    const noCaches = isolated ? ['--option', 'substituters', ''] : [];
+    const run = await this.runIsolated('nix-store', ['--realise', ...this.optionArgs(), ...noCaches, drvPath], context);
     const failure = failureOf(run, context, 'build failed');
     return failure ?? { ok: true, value: undefined };
+  }
+
+  private usesBinaryCaches(): boolean {
+    return this.options.substituters === undefined || this.options.substituters.length > 0;
+  }
+
+  /**
+   * Fetches from the binary caches, in the host's network namespace, whatever of the build's closure
+   * they have. Only output paths are realised here, never a .drv: Nix can only substitute those, so
+   * no builder (tenant code) runs with the host's network.
+   */
+  private async substitute(drvPath: string, context: StepContext): Promise<Step<void>> {
+    // The plan is not build output: kept whole, and out of the build log.
+    const plan = await this.run('nix-store', ['--realise', '--dry-run', ...this.optionArgs(), drvPath], context, undefined, { stderrTailLines: 1_000_000, log: false });
+    const failure = failureOf(plan, context, 'could not query the binary caches');
+    if (failure) return failure;
+    const paths = pathsToFetch(plan.stderrTail);
+    if (paths.length === 0) return { ok: true, value: undefined };
+    const run = await this.run('nix-store', ['--realise', ...this.optionArgs(), ...paths], context);
+    return failureOf(run, context, 'could not fetch from the binary caches') ?? { ok: true, value: undefined };
   }
 
   private async addGcRoot(outPath: string, context: StepContext): Promise<Step<void>> {
@@ -271,20 +357,51 @@ export class NixBuilder implements Builder {
   }
 
   private optionArgs(): string[] {
-    const options: Record<string, string> = { ...this.options.nixOptions };
+    const options: Record<string, string> = {
+      ...this.options.nixOptions,
+      // Set explicitly, whatever nix.conf says: with it, evaluation would run builds wherever it runs.
+      'allow-import-from-derivation': 'false',
+      // No silent fallback to an unsandboxed build.
+      ...(this.sandbox.mode === 'enforced' ? { sandbox: 'true', 'sandbox-fallback': 'false' } : { sandbox: 'false' }),
+    };
     if (this.options.substituters) options.substituters = this.options.substituters.join(' ');
     if (this.options.trustedPublicKeys) options['trusted-public-keys'] = this.options.trustedPublicKeys.join(' ');
     return Object.entries(options).flatMap(([name, value]) => ['--option', name, value]);
   }
 
-  private run(tool: string, args: string[], context: StepContext, cwd?: string): Promise<TreeRunResult> {
+  /**
+   * A step that runs tenant code (evaluation, the build): in its own cgroup and an empty network
+   * namespace when the sandbox is enforced (see sandbox.ts).
+   */
+  private async runIsolated(tool: string, args: string[], context: StepContext, cwd?: string): Promise<IsolatedRunResult> {
+    const isolation = await this.isolation();
+    if (isolation.kind !== 'enforced') return this.run(tool, args, context, cwd);
+    let cgroup: BuildCgroup;
+    try {
+      cgroup = await BuildCgroup.create(isolation.probe.hierarchies, this.sandbox.limits);
+    } catch (error) {
+      return { ending: 'exited', exitCode: undefined, stdout: '', stderrTail: [], spawnError: `could not create the build's cgroup: ${(error as Error).message}` };
+    }
+    try {
+      const { memoryMb, cpus, pids } = cgroup.limits;
+      context.onLog?.(`${tool} runs sandboxed: no network, at most ${memoryMb} MB of memory, ${cpus} CPUs and ${pids} processes (cgroup ${cgroup.name})`, 'convoy');
+      const wrapped = cgroup.wrap(['unshare', '--net', tool, ...args]);
+      const run = await this.run(wrapped.file, wrapped.args, context, cwd);
+      return (await cgroup.memoryLimitReached()) ? { ...run, memoryLimitMb: cgroup.limits.memoryMb } : run;
+    } finally {
+      await cgroup.destroy();
+    }
+  }
+
+  private run(tool: string, args: string[], context: StepContext, cwd?: string, output: { stderrTailLines?: number; log?: boolean } = {}): Promise<TreeRunResult> {
     return runProcessTree(tool, args, {
       env: this.environment(),
       cwd,
       signal: context.signal,
       stopGraceMs: this.options.stopGraceMs,
+      stderrTailLines: output.stderrTailLines,
       onLine: (line, stream) => {
-        if (!isNixNoise(line)) context.onLog?.(line, stream);
+        if (output.log !== false && !isNixNoise(line)) context.onLog?.(line, stream);
       },
     });
   }
@@ -325,12 +442,16 @@ function buildStopper(external: AbortSignal | undefined, timeoutMs: number) {
 }
 
 /** Maps a finished nix command to a step failure, or undefined when it succeeded. */
-function failureOf(run: TreeRunResult, context: StepContext, what: string): ({ ok: false } & StepFailure) | undefined {
+function failureOf(run: IsolatedRunResult, context: StepContext, what: string): ({ ok: false } & StepFailure) | undefined {
   // Steps run under the build's signal only, which knows whether it was a cancel or the time limit.
   const ending = context.signal.aborted ? context.stopReason() : run.ending;
   if (ending === 'cancelled') return { ok: false, status: 'CANCELLED', error: 'build cancelled' };
   if (ending === 'timed_out') {
-    return { ok: false, status: 'TIMED_OUT', error: `timed out after ${formatSeconds(context.timeoutMs)}` };
+    return { ok: false, status: 'TIMED_OUT', error: `time limit reached: timed out after ${formatSeconds(context.timeoutMs)}` };
+  }
+  if (run.memoryLimitMb !== undefined) {
+    const detail = cleanNixError(run.stderrTail);
+    return { ok: false, status: 'FAILED', error: `memory limit of ${run.memoryLimitMb} MB reached${detail ? `\n${detail}` : ''}` };
   }
   if (run.spawnError) return { ok: false, status: 'FAILED', error: `${what}: ${run.spawnError}` };
   if (run.exitCode !== 0) return { ok: false, status: 'FAILED', error: cleanNixError(run.stderrTail) || `${what} (exit code ${run.exitCode})` };
@@ -346,6 +467,22 @@ export function cleanNixError(stderrLines: string[]): string {
   const lastError = lines.map((l) => l.startsWith('error:')).lastIndexOf(true);
   const text = (lastError >= 0 ? lines.slice(lastError) : lines).join('\n').trim();
   return text.length > MAX_ERROR_LENGTH ? `${text.slice(0, MAX_ERROR_LENGTH)}…` : text;
+}
+
+/**
+ * The store paths in `nix-store --realise --dry-run`'s "will be fetched" list. Never a .drv: realising
+ * one would build it, here with the host's network.
+ */
+function pathsToFetch(stderrLines: string[]): string[] {
+  const paths: string[] = [];
+  let inList = false;
+  for (const line of stderrLines.map(stripAnsi)) {
+    const path = line.trim();
+    if (/will be fetched/.test(line)) inList = true;
+    else if (!inList || !/^\s+\/nix\/store\//.test(line)) inList = false;
+    else if (!path.endsWith('.drv')) paths.push(path);
+  }
+  return paths;
 }
 
 function formatSeconds(ms: number): string {

@@ -9,8 +9,12 @@ import { binDirectories, findCaBundle, planLayers, readStorePath, type StorePath
 import { tarSize, TarWriter, type Sink, type TarEntry } from './tar.js';
 
 export const DEFAULT_MAX_LAYERS = 20;
-/** Fixed so that identical inputs give identical config bytes, hence identical image ids. */
-const CREATED = '1970-01-01T00:00:01Z';
+/**
+ * The creation time of images built from a source with no time of its own (a Nix expression, a template):
+ * fixed, so identical inputs give identical config bytes, hence identical image ids, and recent enough that
+ * `docker images` does not say "56 years ago" (the Unix epoch did).
+ */
+export const REPRODUCIBLE_CREATED = new Date('2026-01-01T00:00:00Z');
 
 export interface ImageConfig {
   entrypoint?: string[];
@@ -24,6 +28,11 @@ export interface ImageConfig {
   /** Default: the non-root image user, "1000:1000". */
   user?: string;
   labels?: Record<string, string>;
+  /**
+   * What `docker images` shows as the creation time; part of the image id, so it must come from the inputs:
+   * the commit's time for Git builds. Default: REPRODUCIBLE_CREATED. Whole seconds only.
+   */
+  created?: Date;
   /** A HEALTHCHECK running the built-in HTTP probe. */
   healthCheck?: { port: number; path?: string; intervalSeconds?: number; timeoutSeconds?: number; retries?: number; startPeriodSeconds?: number };
   /** The built output: its bin/ comes first in PATH. */
@@ -90,6 +99,9 @@ async function writeLayer(archive: TarWriter, path: string, entries: TarEntry[])
 }
 
 function imageConfigJson(config: ImageConfig, contents: StorePathContents[], caBundle: string | undefined, diffIds: string[]) {
+  const givenTime = config.created?.getTime();
+  const createdMs = givenTime !== undefined && Number.isFinite(givenTime) ? givenTime : REPRODUCIBLE_CREATED.getTime();
+  const created = new Date(Math.floor(createdMs / 1000) * 1000).toISOString().replace('.000Z', 'Z');
   const env: Record<string, string> = {
     PATH: [...binDirectories(contents, config.primaryPath), '/convoy/bin'].join(':'),
     ...(caBundle ? { SSL_CERT_FILE: '/etc/ssl/certs/ca-certificates.crt', NIX_SSL_CERT_FILE: '/etc/ssl/certs/ca-certificates.crt' } : {}),
@@ -98,7 +110,7 @@ function imageConfigJson(config: ImageConfig, contents: StorePathContents[], caB
   return {
     architecture: dockerArchitecture(),
     os: 'linux',
-    created: CREATED,
+    created,
     config: {
       User: config.user ?? `${IMAGE_USER.uid}:${IMAGE_USER.gid}`,
       Env: Object.entries(env).map(([name, value]) => `${name}=${value}`),
@@ -110,7 +122,7 @@ function imageConfigJson(config: ImageConfig, contents: StorePathContents[], caB
       ...(config.healthCheck ? { Healthcheck: healthcheckJson(config.healthCheck) } : {}),
     },
     rootfs: { type: 'layers', diff_ids: diffIds },
-    history: diffIds.map((_, index) => ({ created: CREATED, created_by: index === 0 ? 'convoy: base layer' : 'convoy: nix store paths' })),
+    history: diffIds.map((_, index) => ({ created, created_by: index === 0 ? 'convoy: base layer' : 'convoy: nix store paths' })),
   };
 }
 

@@ -30,6 +30,7 @@ export type DockerTask = {
     State?: string;
     Message?: string;
     Err?: string;
+    Timestamp?: string;
     ContainerStatus?: { ContainerID?: string };
   };
 };
@@ -165,6 +166,7 @@ export function toObservedTask(raw: DockerTask): ObservedTask {
     containerId: raw.Status?.ContainerStatus?.ContainerID || null,
     deploymentId: raw.Spec?.ContainerSpec?.Labels?.[DEPLOYMENT_LABEL] ?? null,
     createdAt: new Date(raw.CreatedAt),
+    stateChangedAt: new Date(raw.Status?.Timestamp ?? raw.CreatedAt),
     forceUpdate: raw.Spec?.ForceUpdate ?? 0,
   };
 }

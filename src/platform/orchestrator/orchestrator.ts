@@ -148,6 +148,8 @@ export type TaskInfo = {
   containerId: string | null;
   deploymentId: string | null;
   createdAt: Date;
+  /** When the task last changed state: for an ended task, when it ended. */
+  stateChangedAt: Date;
 };
 
 /** A task as listed by node: which service it belongs to, and its container labels. */
@@ -166,6 +168,10 @@ export type RolloutProgress = {
 };
 
 export type WaitForRolloutOptions = {
+  /**
+   * DEPLOYMENT_LABEL of the task template being rolled out: tasks carrying it (in the current restart
+   * generation) are the rollout's. A scale keeps the label, so its new and its kept tasks both count.
+   */
   deploymentId: string;
   desiredReplicas: number;
   deadline: Date;
@@ -187,15 +193,30 @@ export type LogLine = {
   line: string;
 };
 
+/**
+ * Which tasks are read: with since/until, every task alive at some point in the range; without, the tasks
+ * meant to run now and the current deployment's tasks that exited by themselves (not those Swarm shut
+ * down for a redeploy, a restart or a scale-down).
+ */
 export type ServiceLogsOptions = {
   since?: Date;
-  /** Lines per task from the end of the log. */
+  until?: Date;
+  /** The last N lines of the service as a whole (its tasks' lines merged by time), not per task. */
   tail?: number;
+  /** Lines the caller wants (a search); `tail` counts only these. */
+  filter?: (line: LogLine) => boolean;
   follow: boolean;
   signal?: AbortSignal;
 };
 
-export type UpdateServiceOptions = { forceRestart?: boolean };
+/**
+ * Login for the registry the service's image is pulled from. Swarm keeps it with the service (and hands
+ * it to the nodes that pull); it is sent in a header, never part of the spec, never logged.
+ */
+export type RegistryAuth = { username: string; password: string; serveraddress: string };
+
+export type CreateServiceOptions = { registryAuth?: RegistryAuth | null };
+export type UpdateServiceOptions = { forceRestart?: boolean; registryAuth?: RegistryAuth | null };
 
 /** What a new node needs to join the swarm as a worker. */
 export type SwarmJoinInfo = { workerJoinToken: string; managerAddresses: string[] };
@@ -222,7 +243,7 @@ export interface Orchestrator {
   /** True when the network is gone (or never existed); false when it is still in use. */
   removeNetwork(name: string): Promise<boolean>;
 
-  createService(spec: SwarmServiceSpec): Promise<{ id: string }>;
+  createService(spec: SwarmServiceSpec, options?: CreateServiceOptions): Promise<{ id: string }>;
   updateService(id: string, spec: SwarmServiceSpec, options?: UpdateServiceOptions): Promise<void>;
   /**
    * Swarm's own rollback to the service's previous spec. Swarm swaps the two specs, so a second call goes

@@ -17,6 +17,7 @@ import {
   type SwarmJoinInfo,
   type SwarmServiceSpec,
   type TaskInfo,
+  type CreateServiceOptions,
   type UpdateServiceOptions,
   type WaitForRolloutOptions,
 } from './orchestrator.js';
@@ -32,9 +33,8 @@ import {
   type ObservedTask,
 } from './docker-spec.js';
 import { toOrchestratorError } from './docker-errors.js';
-import { readDockerFrames } from './docker-frames.js';
 import { RolloutTracker } from './rollout.js';
-import { parseServiceLogPayload, TaskSlotLookup } from './service-logs.js';
+import { dockerSince, serviceLogsByTask } from './service-logs.js';
 
 // Poll quickly while a rollout is young (most finish within seconds, and each poll is two cheap API
 // calls), then back off so long rollouts do not load the engine.
@@ -44,6 +44,8 @@ const ROLLOUT_FAST_PHASE_MS = 30_000;
 const DEFAULT_FAILED_TASK_LIMIT = 3;
 const SWARM_LISTEN_ADDR = '0.0.0.0:2377';
 const NETWORK_ALLOCATION_POLLS = 30;
+/** Each call for a task's logs (until its answer starts, when following) gets this long. */
+const TASK_LOG_TIMEOUT_MS = 10_000;
 
 /** Accepts DOCKER_HOST forms: unix:///var/run/docker.sock, tcp://host:2375, http(s)://host:port. */
 export function dockerFromHost(dockerHost: string): Docker {
@@ -122,10 +124,12 @@ export class SwarmOrchestrator implements Orchestrator {
     }
   }
 
-  async createService(spec: SwarmServiceSpec): Promise<{ id: string }> {
+  async createService(spec: SwarmServiceSpec, options: CreateServiceOptions = {}): Promise<{ id: string }> {
     assertDeploymentLabel(spec);
+    // dockerode sends the auth as X-Registry-Auth; Swarm never returns it in an inspect.
+    const body = toDockerServiceSpec(spec, 0);
     const service = await this.call(`create service ${spec.name}`, () =>
-      this.docker.createService(toDockerServiceSpec(spec, 0)),
+      options.registryAuth ? this.docker.createService(options.registryAuth, body) : this.docker.createService(body),
     );
     return { id: service.id };
   }
@@ -138,10 +142,13 @@ export class SwarmOrchestrator implements Orchestrator {
     }
     // Swarm restarts tasks only when the task template changes; bumping ForceUpdate is that change.
     const forceUpdate = toObservedService(current).forceUpdate + (options.forceRestart ? 1 : 0);
+    // dockerode takes `authconfig` off the options and sends it as X-Registry-Auth. Without one, Swarm
+    // keeps the login the service already has.
     await this.call(`update service ${spec.name}`, () =>
       this.docker.getService(id).update({
         _query: { version: current.Version?.Index },
         _body: toDockerServiceSpec(spec, forceUpdate),
+        ...(options.registryAuth ? { authconfig: options.registryAuth } : {}),
       }),
     );
   }
@@ -236,29 +243,16 @@ export class SwarmOrchestrator implements Orchestrator {
     }
   }
 
-  async *serviceLogs(serviceId: string, options: ServiceLogsOptions): AsyncGenerator<LogLine> {
-    if (options.signal?.aborted) return;
-    // Our own controller also covers the consumer calling return(): finally aborts the request either way.
-    const request = new AbortController();
-    const abortRequest = () => request.abort();
-    options.signal?.addEventListener('abort', abortRequest, { once: true });
-    const slots = new TaskSlotLookup(() => this.listTasks(serviceId));
-    let body: Readable | undefined;
-    try {
-      body = await this.openServiceLogs(serviceId, options, request.signal);
-      for await (const frame of readDockerFrames(body)) {
-        const parsed = parseServiceLogPayload(frame.payload);
-        if (!parsed || frame.stream === 'stdin') continue;
-        yield { ...parsed, stream: frame.stream, replica: await slots.slotOf(parsed.taskId) };
-      }
-    } catch (error) {
-      if (request.signal.aborted) return;
-      throw toOrchestratorError(error, `read logs of service ${serviceId}`);
-    } finally {
-      options.signal?.removeEventListener('abort', abortRequest);
-      request.abort();
-      body?.destroy();
-    }
+  serviceLogs(serviceId: string, options: ServiceLogsOptions): AsyncIterable<LogLine> {
+    // Task by task: Docker 20.10's service log endpoint can hang for good (see service-logs.ts).
+    return serviceLogsByTask(
+      {
+        listTasks: () => this.listTasks(serviceId),
+        currentDeploymentId: async () => (await this.inspectService(serviceId)).deploymentLabel,
+        openTaskLogs: (taskId, taskOptions) => this.openTaskLogs(taskId, taskOptions),
+      },
+      options,
+    );
   }
 
   async swarmJoinInfo(): Promise<SwarmJoinInfo> {
@@ -294,21 +288,33 @@ export class SwarmOrchestrator implements Orchestrator {
     }
   }
 
-  private async openServiceLogs(serviceId: string, options: ServiceLogsOptions, signal: AbortSignal): Promise<Readable> {
-    const response = await this.call(`read logs of service ${serviceId}`, () =>
-      this.docker.getService(serviceId).logs({
+  private async openTaskLogs(
+    taskId: string,
+    options: { follow: boolean; tail?: number; since?: bigint; signal: AbortSignal },
+  ): Promise<AsyncIterable<Buffer> | Iterable<Buffer>> {
+    const timeout = new AbortController();
+    const timer = setTimeout(() => timeout.abort(), TASK_LOG_TIMEOUT_MS);
+    const task = this.docker.getTask(taskId) as Docker.Task & { logs(options: Docker.ContainerLogsOptions): Promise<Buffer | Readable> };
+    try {
+      const response = await task.logs({
         stdout: true,
         stderr: true,
         timestamps: true,
-        details: true,
         follow: options.follow,
-        ...(options.since ? { since: (options.since.getTime() / 1000).toFixed(3) } : {}),
+        ...(options.since !== undefined ? { since: dockerSince(options.since) } : {}),
         ...(options.tail !== undefined ? { tail: options.tail } : {}),
-        abortSignal: signal,
-      }),
-    );
-    // dockerode buffers the whole body unless following.
-    return Buffer.isBuffer(response) ? Readable.from([response]) : (response as Readable);
+        abortSignal: AbortSignal.any([options.signal, timeout.signal]),
+      });
+      // dockerode buffers the whole body unless following.
+      return Buffer.isBuffer(response) ? [response] : response;
+    } catch (error) {
+      if (timeout.signal.aborted && !options.signal.aborted) {
+        throw new OrchestratorError('UNAVAILABLE', `read logs of task ${taskId}: Docker did not answer within ${TASK_LOG_TIMEOUT_MS / 1000} s`, { cause: error });
+      }
+      throw toOrchestratorError(error, `read logs of task ${taskId}`);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private async swarmState(): Promise<SwarmLocalState> {

@@ -1,0 +1,15 @@
+export {
+  checkHostLiteral,
+  classifyAddress,
+  isPublicAddress,
+  isValidAllowlistEntry,
+  parseHostList,
+  resolveAndCheck,
+  type HostCheck,
+  type HostLiteralOptions,
+  type HostResolver,
+  type OutboundPolicy,
+  type ResolvedAddress,
+  type ResolvedCheck,
+  type ResolveOptions,
+} from './outbound-guard.js';
