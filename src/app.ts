@@ -16,6 +16,7 @@ import type { BuildJob } from './modules/builds/service.js';
 import type { FailoverJob } from './modules/workers/failover.js';
 import type Docker from 'dockerode';
 import { NixBuilder, nixBuilderOptionsFromEnv, type Builder } from './platform/builder/index.js';
+import { ExecutorEvaluator, type Evaluator } from './modules/builds/evaluations.js';
 
 export type App = {
   config: Config;
@@ -26,6 +27,8 @@ export type App = {
   docker: Docker;
   orchestrator: Orchestrator;
   builder: Builder;
+  /** Evaluates template expressions on the build executor (the API process never does). */
+  evaluator: Evaluator;
   queues: { deployments: Queue<DeployJob>; builds: Queue<BuildJob>; failover: Queue<FailoverJob> };
   close(): Promise<void>;
 };
@@ -45,11 +48,17 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   const bus = new RedisEventBus<ConvoyEvents>(redis, subscriber, config.redisPrefix);
   const docker = dockerFromHost(config.dockerHost);
   const orchestrator = new SwarmOrchestrator(docker);
-  const builder = options.builder ?? new NixBuilder({ ...nixBuilderOptionsFromEnv(), defaultBuildTimeoutMs: config.build.timeoutSeconds * 1000, sandbox: config.build.sandbox });
+  const builder = options.builder ?? new NixBuilder({
+    ...nixBuilderOptionsFromEnv(),
+    defaultBuildTimeoutMs: config.build.timeoutSeconds * 1000,
+    sandbox: config.build.sandbox,
+    egress: { allowedHosts: config.build.allowedHosts, outbound: config.outbound },
+  });
   const queueConnection = { redisUrl: config.redisUrl, prefix: config.redisPrefix, onError: reportRedisError };
   const deployments = createQueue<DeployJob>(QUEUES.deployments, queueConnection);
   const builds = createQueue<BuildJob>(QUEUES.builds, queueConnection);
   const failover = createQueue<FailoverJob>(QUEUES.workerFailover, queueConnection);
+  const evaluator = new ExecutorEvaluator({ db, bus, config, log });
   return {
     config,
     db,
@@ -59,9 +68,11 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
     docker,
     orchestrator,
     builder,
+    evaluator,
     queues: { deployments, builds, failover },
     async close() {
       await bus.close();
+      await evaluator.close();
       await Promise.allSettled([deployments.close(), builds.close(), failover.close()]);
       await Promise.allSettled([db.$disconnect(), closeRedis(redis), closeRedis(subscriber)]);
       await (pool as pg.Pool).end().catch(() => {});

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { isIP } from 'node:net';
 import { IMAGE_REFERENCE } from './shared/validation.js';
 import { isValidAllowlistEntry, parseHostList } from './platform/net/outbound-guard.js';
+import { isValidBuildAllowedHost } from './platform/builder/egress.js';
 
 
 const schema = z.object({
@@ -69,7 +70,8 @@ const schema = z.object({
   // Tenant builds run sandboxed (Nix sandbox, empty network namespace, cgroup limits); 'off' is for
   // single-tenant installations only. See src/platform/builder/sandbox.ts.
   CONVOY_BUILD_SANDBOX: z.enum(['on', 'off']).default('on'),
-  CONVOY_BUILD_ALLOWED_HOSTS: z.string().refine((v) => v.trim() === '', 'CONVOY_BUILD_ALLOWED_HOSTS is not implemented yet: fixed-output builds get no network at all; leave it empty').optional(),
+  // Hosts (host or host:port, comma or space separated) fixed-output builds may reach through Convoy's proxy.
+  CONVOY_BUILD_ALLOWED_HOSTS: z.string().max(8192).default('').refine((v) => parseHostList(v).every(isValidBuildAllowedHost), 'must list host names or host:port (no schemes or paths)'),
   CONVOY_BUILD_MEMORY_MB: z.coerce.number().int().min(32).max(1_048_576).default(4096),
   CONVOY_BUILD_CPUS: z.coerce.number().min(0.1).max(1024).default(2),
   CONVOY_BUILD_PIDS: z.coerce.number().int().min(32).max(4_194_304).default(4096),
@@ -77,6 +79,8 @@ const schema = z.object({
   CONVOY_JOB_LEASE_SECONDS: z.coerce.number().min(1).max(3600).default(90),
   // A build nobody claims in this time fails ("no agent took it").
   CONVOY_JOB_CLAIM_TIMEOUT_SECONDS: z.coerce.number().min(1).max(86_400).default(900),
+  // How long a template save waits for the build executor to evaluate its expressions (the API never does).
+  CONVOY_EVALUATION_TIMEOUT_SECONDS: z.coerce.number().min(1).max(600).default(60),
   // Lets Git sources use file:// URLs (local repositories). Off by default: users could read the node's disk.
   CONVOY_ALLOW_FILE_GIT_URLS: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   // A clone's whole time limit, and how long a Git server may stay silent (connect, stalled transfer).
@@ -155,7 +159,10 @@ export type Config = {
     executor: 'agents' | 'controller';
     jobLeaseSeconds: number;
     jobClaimTimeoutSeconds: number;
+    evaluationTimeoutSeconds: number;
     sandbox: { mode: 'enforced' | 'off'; limits: { memoryMb: number; cpus: number; pids: number } };
+    /** CONVOY_BUILD_ALLOWED_HOSTS: what fixed-output builds may reach (through the egress proxy). */
+    allowedHosts: string[];
   };
   deploy: {
     endpointMode: 'vip' | 'dnsrr';
@@ -241,7 +248,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       executor: e.CONVOY_BUILD_EXECUTOR,
       jobLeaseSeconds: e.CONVOY_JOB_LEASE_SECONDS,
       jobClaimTimeoutSeconds: e.CONVOY_JOB_CLAIM_TIMEOUT_SECONDS,
+      evaluationTimeoutSeconds: e.CONVOY_EVALUATION_TIMEOUT_SECONDS,
       sandbox: { mode: e.CONVOY_BUILD_SANDBOX === 'off' ? 'off' : 'enforced', limits: { memoryMb: e.CONVOY_BUILD_MEMORY_MB, cpus: e.CONVOY_BUILD_CPUS, pids: e.CONVOY_BUILD_PIDS } },
+      allowedHosts: parseHostList(e.CONVOY_BUILD_ALLOWED_HOSTS),
     },
     deploy: {
       endpointMode: e.CONVOY_ENDPOINT_MODE,

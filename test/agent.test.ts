@@ -189,7 +189,8 @@ describe('worker agent process', () => {
       [third, 'INVALID_JOIN_TOKEN', /refused the join token/],
       [fourth, 'CREDENTIAL_REJECTED', /rejects this worker's credential.*Delete .*state\.json and join again/],
     ] as const) {
-      const result = await exitWithin(agent, 15_000);
+      // Generous: three agent processes start at once, and a loaded CI machine starts them slowly.
+      const result = await exitWithin(agent, 45_000);
       expect(result.exitCode).toBe(3);
       const fatal = agent.lines.find((l) => l.level === 60);
       expect(fatal).toMatchObject({ reason });

@@ -110,6 +110,8 @@ describe('scaling', () => {
 
     const scale = await run('scaleService', id, { replicas: 2 });
     expect(scale).toMatchObject({ kind: 'SCALE', status: 'FAILED' });
+    // Swarm was asked for the second task, which could not be placed.
+    expect(scale.reason).toMatch(/1\/2 replicas running; .*replica \d pending/);
     const swarm = await api.app.orchestrator.findServiceByName(swarmServiceName(id));
     expect(swarm!.replicas).toBe(1);
     expect(live(await allTasks(id)).map((t) => t.id)).toEqual([original.id]);

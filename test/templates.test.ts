@@ -13,7 +13,8 @@ let alice: TestUser; // owner of her organization
 let carol: TestUser; // a MEMBER of alice's organization
 let bob: TestUser; // another organization
 beforeAll(async () => {
-  api = await startTestApi();
+  // The controller evaluates templates' expressions (the API never does: test/template-evaluation.test.ts).
+  api = await startTestApi({}, { controller: true });
   [alice, bob, carol] = await Promise.all([api.register('Alice'), api.register('Bob'), api.register('Carol')]);
   await addMemberByInvitation(api, alice, carol, 'MEMBER');
   await syncBuiltInTemplates(api.app);

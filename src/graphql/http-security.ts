@@ -1,11 +1,11 @@
 // Browser-facing rules of the HTTP server: which origins may call it with credentials (CORS), and the
 // security headers every response carries.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { BlockList, isIP } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Plugin } from 'graphql-yoga';
 import type { Config } from '../config.js';
 import { GRAPHIQL_ASSETS_PATH, GRAPHIQL_CONTENT_SECURITY_POLICY } from './graphiql.js';
+import { isTrustedProxy } from '../platform/ratelimit/client-address.js';
 
 const LOCALHOST_ORIGIN = /^https?:\/\/(localhost|127\.0\.0\.1|\[::1\])(:\d{1,5})?$/;
 
@@ -32,27 +32,6 @@ const API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; fo
 // GraphiQL's page and files (src/graphql/graphiql.ts, served from this origin) get the policy that lets the
 // page run; frame-ancestors cannot be set by its <meta> policy, so it is added here.
 const GRAPHIQL_CSP = `${GRAPHIQL_CONTENT_SECURITY_POLICY}; frame-ancestors 'none'`;
-
-const trustedLists = new Map<string, BlockList>();
-function isTrustedProxy(address: string | undefined, trustedProxies: readonly string[]): boolean {
-  if (!address || trustedProxies.length === 0) return false;
-  const plain = address.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, '');
-  const family = isIP(plain);
-  if (!family) return false;
-  const id = trustedProxies.join(',');
-  let list = trustedLists.get(id);
-  if (!list) {
-    list = new BlockList();
-    for (const entry of trustedProxies) {
-      const [base, prefix] = entry.split('/');
-      const type = isIP(base) === 6 ? 'ipv6' : 'ipv4';
-      if (prefix === undefined) list.addAddress(base, type);
-      else list.addSubnet(base, Number(prefix), type);
-    }
-    trustedLists.set(id, list);
-  }
-  return list.check(plain, family === 6 ? 'ipv6' : 'ipv4');
-}
 
 /** TLS on this socket, or a proxy the operator trusts (CONVOY_TRUSTED_PROXIES) says the client used https. */
 export function arrivedOverTls(req: IncomingMessage, trustedProxies: readonly string[]): boolean {

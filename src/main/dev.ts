@@ -11,7 +11,7 @@ import { startEmbeddedAgent } from '../../worker-agent/src/embedded.js';
 import { onShutdown } from './shutdown.js';
 
 // One machine: initialise a single-node swarm when the engine has none, unless told otherwise.
-// Builds go to the embedded agent, as they go to worker agents in a cluster.
+// Builds and template evaluations go to the embedded agent, as they go to worker agents in a cluster.
 const config = loadConfig({ CONVOY_SWARM_INIT: 'true', CONVOY_BUILD_EXECUTOR: 'agents', ...process.env });
 const app = await createApp(config);
 warnAboutOpenAccess(config, app.log);

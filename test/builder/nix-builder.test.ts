@@ -185,7 +185,7 @@ describe('nixBuilderOptionsFromEnv', () => {
       sandbox: { mode: 'enforced', limits: { memoryMb: 4096, cpus: 2, pids: 4096 } },
     });
     expect(nixBuilderOptionsFromEnv({ CONVOY_BUILD_SANDBOX: 'off', CONVOY_BUILD_MEMORY_MB: '512', CONVOY_BUILD_CPUS: '' }).sandbox).toEqual({ mode: 'off', limits: { memoryMb: 512, cpus: 2, pids: 4096 } });
-    expect(() => nixBuilderOptionsFromEnv({ CONVOY_BUILD_ALLOWED_HOSTS: 'cache.nixos.org' })).toThrow(/not implemented/);
+    expect(() => nixBuilderOptionsFromEnv({ CONVOY_BUILD_ALLOWED_HOSTS: 'https://cache.nixos.org/' })).toThrow(/host names or host:port/);
     expect(nixBuilderOptionsFromEnv({ NIX_SUBSTITUTERS: '' }).substituters).toEqual([]);
     expect(nixBuilderOptionsFromEnv({}).substituters).toBeUndefined();
   });

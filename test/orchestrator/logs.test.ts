@@ -188,6 +188,27 @@ describe('a service with a long log and a task history', () => {
 
     expect(received.map((line) => line.line)).toEqual([...lastStartLines(START_LINES, 4), 'test app listening on port 8080']);
   });
+
+  // Last: it restarts the service.
+  it('follows the tasks that start later too (a restart, a redeploy)', async () => {
+    const [before] = await runningTasks(historyId);
+    const controller = new AbortController();
+    const received: LogLine[] = [];
+    const following = (async () => {
+      for await (const line of orchestrator.serviceLogs(historyId, { follow: true, tail: 0, signal: controller.signal })) received.push(line);
+    })();
+    const spec = testServiceSpec({ name, image: longLogTag, deploymentId: 'dep-history-2', networkName, replicas: 1, update: { order: 'start-first', monitorMs: 500, parallelism: 3, failureAction: 'pause' } });
+    await orchestrator.updateService(historyId, spec, { forceRestart: true });
+    await waitFor('the new task’s start line', () => received.some((line) => line.line === 'test app listening on port 8080'), 30_000);
+    controller.abort();
+    await following;
+
+    const [after] = await runningTasks(historyId);
+    expect(after.id).not.toBe(before.id);
+    const fromNewTask = received.filter((line) => line.taskId === after.id);
+    expect(fromNewTask.map((line) => line.line)).toEqual([...lastStartLines(START_LINES, START_LINES), 'test app listening on port 8080']);
+    expect(received.filter((line) => line.taskId !== after.id)).toEqual([]);
+  }, 60_000);
 });
 
 function lastStartLines(total: number, count: number): string[] {

@@ -3,7 +3,8 @@
 // builder library against the local Docker engine, stream the log (appendJobLogs, batched) and report
 // the outcome (completeJob). All through GraphQL with the worker's credential. A Git source's token is
 // fetched (jobGitCredential) right before the clone and only kept in memory: never in the spec, on
-// disk or in the log.
+// disk or in the log. Evaluations (EVALUATE jobs: a template's expression, instantiated for a save the
+// API is holding) run beside builds, outside their concurrency, so a save never waits on a long build.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +14,7 @@ import WebSocket from 'ws';
 import type { Logger } from '../../src/platform/logging/logger.js';
 import type { Builder } from '../../src/platform/builder/index.js';
 import { executeBuild, type BuildOutcome, type BuildSpec } from '../../src/modules/builds/execute.js';
+import { compactResult, EVALUATION_CONCURRENCY, EVALUATION_NIX_TIMEOUT_MS, type EvaluationJob } from '../../src/modules/builds/evaluation-result.js';
 import { GraphQLRequestError, type GraphQLClient } from './graphql-client.js';
 import { LineBatcher } from '../../src/shared/line-batcher.js';
 
@@ -54,6 +56,7 @@ export type JobRunnerOptions = {
 export class JobRunner {
   private ws: Client | null = null;
   private readonly running = new Map<string, AbortController>();
+  private readonly evaluating = new Set<string>();
   private stopped = false;
   /** An offer came while this agent was full: it may still be queued once a job ends. */
   private missedOffers = false;
@@ -116,7 +119,9 @@ export class JobRunner {
       }
       return;
     }
-    if (this.stopped || event.kind !== 'BUILD' || this.running.has(event.jobId)) return;
+    if (this.stopped) return;
+    if (event.kind === 'EVALUATE') return this.onEvaluationOffer(event.jobId);
+    if (event.kind !== 'BUILD' || this.running.has(event.jobId)) return;
     if (this.running.size >= (this.options.concurrency ?? DEFAULT_JOB_CONCURRENCY)) {
       this.missedOffers = true;
       return;
@@ -131,6 +136,42 @@ export class JobRunner {
         this.listen();
       }
     });
+  }
+
+  private onEvaluationOffer(jobId: string) {
+    if (this.evaluating.has(jobId)) return;
+    if (this.evaluating.size >= EVALUATION_CONCURRENCY) {
+      this.missedOffers = true;
+      return;
+    }
+    this.evaluating.add(jobId);
+    void this.claimAndEvaluate(jobId)
+      .catch((error: unknown) => this.options.log.warn({ err: error, jobId }, 'evaluation job failed'))
+      .finally(() => {
+        this.evaluating.delete(jobId);
+        if (this.missedOffers) {
+          this.missedOffers = false;
+          this.listen();
+        }
+      });
+  }
+
+  /** Instantiates the expression (no build) and answers with its derivation or Nix's error. */
+  private async claimAndEvaluate(jobId: string): Promise<void> {
+    const { client, session, log, builder } = this.options;
+    let claimed: { job: Claimed['job']; spec: EvaluationJob };
+    try {
+      claimed = (await client.request<{ claimJob: { job: Claimed['job']; spec: EvaluationJob } }>(CLAIM_JOB, { jobId, agentSession: session })).claimJob;
+    } catch (error) {
+      if (error instanceof GraphQLRequestError && (error.code === 'CONFLICT' || error.code === 'NOT_FOUND')) return;
+      log.warn({ err: error, jobId }, 'claiming an evaluation failed');
+      return;
+    }
+    const { job, spec } = claimed;
+    const result = compactResult(await builder.evaluate({ kind: 'expression', expression: spec.expression }, { timeoutMs: EVALUATION_NIX_TIMEOUT_MS }));
+    if (this.stopped) return;
+    await this.complete(job.id, job.attempt, result.ok ? { status: 'SUCCEEDED', derivation: result.drvPath } : { status: 'FAILED', error: result.error });
+    log.info({ jobId: job.id, ok: result.ok }, 'evaluation job finished');
   }
 
   private async claimAndRun(jobId: string, abort: AbortController): Promise<void> {

@@ -10,6 +10,8 @@
 // the worker and process holding the current attempt, and never once the job ended. The agent keeps it
 // in memory for the clone (and to redact its log), never on disk; a lost claim cannot fetch it again.
 //
+// Template evaluations are WorkerJobs too (kind EVALUATE, no build, one attempt: see evaluations.ts).
+//
 // A platform admin may restrict a worker to some organizations (Worker.buildOrganizationIds): it is
 // offered only their jobs, and another organization's job is NOT_FOUND to it, like a missing one.
 import type { Db } from '../../platform/db/client.js';
@@ -20,7 +22,7 @@ import type { Config } from '../../config.js';
 import type { Redis } from '../../platform/redis/connection.js';
 import type { Logger } from '../../platform/logging/logger.js';
 import { gitTokenOf } from '../services/service.js';
-import { ConflictError, NotFoundError } from '../common/errors.js';
+import { ConflictError, NotFoundError, ValidationError } from '../common/errors.js';
 import type { BuildOutcome, BuildSpec } from './execute.js';
 import { appendBuildLog, watchCancellation } from './runner.js';
 import { redactor } from './execute.js';
@@ -34,7 +36,7 @@ const MAX_LOG_LINE = 8192;
 
 const FINISHED = [WorkerJobStatus.SUCCEEDED, WorkerJobStatus.FAILED, WorkerJobStatus.CANCELLED] as WorkerJobStatus[];
 
-async function publishJob(deps: Pick<AgentJobDeps, 'bus'>, event: Omit<WorkerJobEvent, 'at'>) {
+export async function publishJob(deps: Pick<AgentJobDeps, 'bus'>, event: Omit<WorkerJobEvent, 'at'>) {
   await deps.bus.publish('workerJobs', 'all', { ...event, at: new Date().toISOString() });
 }
 
@@ -211,9 +213,16 @@ export async function appendJobLogs(deps: AgentJobDeps, caller: AgentCaller, job
 }
 
 export async function completeJob(deps: AgentJobDeps, caller: AgentCaller, jobId: string, attempt: number, outcome: BuildOutcome): Promise<WorkerJob> {
-  await heldJob(deps.db, caller, jobId, attempt);
+  const job = await heldJob(deps.db, caller, jobId, attempt);
+  const evaluation = job.kind === WorkerJobKind.EVALUATE;
+  if (outcome.status === 'SUCCEEDED') {
+    if (evaluation && !outcome.derivation) throw ValidationError.single(['outcome', 'derivation'], 'a successful evaluation names its derivation');
+    if (!evaluation && !(outcome.imageRef && outcome.imageId)) throw ValidationError.single(['outcome', 'imageRef'], 'a successful build names its image');
+  }
   const status = outcome.status === 'SUCCEEDED' ? WorkerJobStatus.SUCCEEDED : outcome.status === 'CANCELLED' ? WorkerJobStatus.CANCELLED : WorkerJobStatus.FAILED;
-  const done = await finishJob(deps.db, jobId, attempt, status, outcome as unknown as Prisma.InputJsonValue, outcome.error ?? null, WorkerJobStatus.CLAIMED);
+  // An evaluation keeps its answer only (the API reads the derivation, or the error).
+  const result = evaluation ? (outcome.derivation ? { derivation: outcome.derivation } : {}) : outcome;
+  const done = await finishJob(deps.db, jobId, attempt, status, result as unknown as Prisma.InputJsonValue, outcome.error ?? null, WorkerJobStatus.CLAIMED);
   if (!done) throw new ConflictError('This claim on the job is no longer current: stop working on it');
   return done;
 }

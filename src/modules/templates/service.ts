@@ -2,7 +2,8 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Db } from '../../platform/db/client.js';
 import type { Prisma, Template } from '../../generated/prisma/client.js';
 import { Role } from '../../generated/prisma/enums.js';
-import { loadTemplates, type Builder, type Template as BuiltInTemplate } from '../../platform/builder/index.js';
+import { loadTemplates, type Template as BuiltInTemplate } from '../../platform/builder/index.js';
+import type { Evaluator } from '../builds/evaluations.js';
 import { parseInput } from '../common/parse.js';
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../common/errors.js';
 import { recordAudit } from '../audit/audit.js';
@@ -15,7 +16,8 @@ import {
   type TemplateCategory,
 } from './validation.js';
 
-export type TemplateDeps = { db: Db; builder: Pick<Builder, 'evaluate'> };
+/** Expressions are evaluated by the build executor, never in this process (see builds/evaluations.ts). */
+export type TemplateDeps = { db: Db; evaluator: Pick<Evaluator, 'evaluate'> };
 
 /**
  * One component as stored in Template.components. Built-ins keep their template.json fields and build
@@ -38,9 +40,6 @@ export function mainComponent(template: Pick<Template, 'components'>): StoredCom
   const components = componentsOf(template);
   return components.find((c) => !components.some((o) => (o.dependsOn ?? []).some((d) => d.component === c.name))) ?? components[0];
 }
-
-// Evaluation runs while the mutation waits: long enough for an `import <nixpkgs>`, short enough for a request.
-const EVALUATION_TIMEOUT_MS = 30_000;
 
 export function componentsOf(template: Pick<Template, 'components'>): StoredComponent[] {
   return Array.isArray(template.components) ? (template.components as unknown as StoredComponent[]) : [];
@@ -169,10 +168,8 @@ async function assertSlugFree(db: Db, organizationId: string, slug: string, exce
 }
 
 /** Every component's expression must parse and evaluate to one derivation; the field error carries Nix's message. */
-async function assertComponentsEvaluate(builder: TemplateDeps['builder'], components: ComponentSpec[]) {
-  const results = await Promise.all(
-    components.map((c) => builder.evaluate({ kind: 'expression', expression: c.expression }, { timeoutMs: EVALUATION_TIMEOUT_MS })),
-  );
+async function assertComponentsEvaluate(evaluator: TemplateDeps['evaluator'], organizationId: string, components: ComponentSpec[]) {
+  const results = await Promise.all(components.map((c) => evaluator.evaluate(organizationId, c.expression)));
   const errors = results.flatMap((result, i) =>
     result.ok ? [] : [{ path: ['components', String(i), 'expression'], message: result.error.trim() || 'does not evaluate' }],
   );
@@ -207,7 +204,7 @@ export async function createTemplate(deps: TemplateDeps, actor: Actor, input: un
   assertCanManageTemplates(actor);
   const parsed = parseInput(createTemplateInput, input);
   await assertSlugFree(deps.db, actor.organizationId, parsed.slug);
-  await assertComponentsEvaluate(deps.builder, parsed.components);
+  await assertComponentsEvaluate(deps.evaluator, actor.organizationId, parsed.components);
   try {
     return await deps.db.$transaction(async (tx) => {
       const created = await tx.template.create({
@@ -238,7 +235,7 @@ export async function updateTemplate(deps: TemplateDeps, actor: Actor, id: strin
   const parsed = parseInput(updateTemplateInput, input);
   const current = await getEditableTemplate(deps, actor, id);
   if (parsed.slug && parsed.slug !== current.slug) await assertSlugFree(deps.db, actor.organizationId, parsed.slug, current.id);
-  if (parsed.components) await assertComponentsEvaluate(deps.builder, parsed.components);
+  if (parsed.components) await assertComponentsEvaluate(deps.evaluator, actor.organizationId, parsed.components);
 
   const data: Prisma.TemplateUpdateInput = {};
   if (parsed.slug) data.slug = parsed.slug;

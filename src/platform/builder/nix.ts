@@ -1,12 +1,14 @@
 // NixBuilder: the Builder on the node's Nix store (shared by every build on the node), driven through
 // nix-instantiate / nix-store with argument arrays. A build is: instantiate -> if the output is
 // already valid it is a cache hit -> otherwise realise -> query the closure and its size.
-import { realpathSync, statSync } from 'node:fs';
+import { accessSync, constants as fsConstants, realpathSync, statSync } from 'node:fs';
 import { access } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { z } from 'zod';
+import { isValidAllowlistEntry, parseHostList } from '../net/outbound-guard.js';
 import type { BuildArgs, Builder, BuildOptions, BuildResult, BuildSandboxStatus, BuildSource, BuildStatus, EvaluateResult, LogStream } from './builder.js';
+import { BuildEgressProxy, EGRESS_PROXY_PORT, FORWARDER_SCRIPT, egressProxyEnvironment, isValidBuildAllowedHost, type BuildEgressOptions } from './egress.js';
 import { runProcessTree, type ProcessEnding, type TreeRunResult } from './process-tree.js';
 import { BuildCgroup, DEFAULT_BUILD_LIMITS, probeSandbox, type BuildSandboxOptions, type SandboxProbe } from './sandbox.js';
 import { CONVOY_NIX_DIR } from './templates.js';
@@ -38,6 +40,11 @@ export interface NixBuilderOptions {
    * sandbox, in an empty network namespace and in a cgroup with these limits.
    */
   sandbox?: BuildSandboxOptions;
+  /**
+   * Egress for fixed-output builds (CONVOY_BUILD_ALLOWED_HOSTS), through a proxy of Convoy's own
+   * (egress.ts). Without it, or with an empty list, they reach nothing. Needs the enforced sandbox.
+   */
+  egress?: BuildEgressOptions;
 }
 
 const DEFAULT_BUILD_TIMEOUT_MS = 60 * 60_000;
@@ -51,7 +58,8 @@ const ATTRIBUTE_NAME = /^[A-Za-z_][A-Za-z0-9_-]*$/;
  * separated; an empty NIX_SUBSTITUTERS means no binary cache), NIX_PATH, NIX_GC_ROOT_DIR,
  * CONVOY_STATIC_BUSYBOX, BUILD_TIMEOUT_SECONDS, and the sandbox's CONVOY_BUILD_SANDBOX (on | off),
  * CONVOY_BUILD_MEMORY_MB, CONVOY_BUILD_CPUS, CONVOY_BUILD_PIDS (worker agents read them here; the API
- * through src/config.ts). A non-empty CONVOY_BUILD_ALLOWED_HOSTS is refused: not implemented.
+ * through src/config.ts), and CONVOY_BUILD_ALLOWED_HOSTS (hosts fixed-output builds may reach through
+ * Convoy's proxy) with the outbound guard's CONVOY_OUTBOUND_ALLOWED_HOSTS.
  */
 export function nixBuilderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): NixBuilderOptions {
   const list = z.string().transform((v) => v.split(/\s+/).filter(Boolean));
@@ -64,7 +72,8 @@ export function nixBuilderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): 
       CONVOY_STATIC_BUSYBOX: z.string().startsWith('/').optional(),
       BUILD_TIMEOUT_SECONDS: z.coerce.number().int().positive().optional(),
       CONVOY_BUILD_SANDBOX: z.enum(['on', 'off', '']).optional(),
-      CONVOY_BUILD_ALLOWED_HOSTS: z.string().refine((v) => v.trim() === '', 'CONVOY_BUILD_ALLOWED_HOSTS is not implemented yet: fixed-output builds get no network at all; leave it empty').optional(),
+      CONVOY_BUILD_ALLOWED_HOSTS: z.string().transform(parseHostList).refine((v) => v.every(isValidBuildAllowedHost), 'must list host names or host:port').optional(),
+      CONVOY_OUTBOUND_ALLOWED_HOSTS: z.string().transform(parseHostList).refine((v) => v.every(isValidAllowlistEntry), 'must list host names, IP addresses or CIDRs').optional(),
       CONVOY_BUILD_MEMORY_MB: unsetIfEmpty(z.coerce.number().int().min(32).optional()),
       CONVOY_BUILD_CPUS: unsetIfEmpty(z.coerce.number().min(0.1).optional()),
       CONVOY_BUILD_PIDS: unsetIfEmpty(z.coerce.number().int().min(32).optional()),
@@ -85,6 +94,7 @@ export function nixBuilderOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): 
         pids: parsed.CONVOY_BUILD_PIDS ?? DEFAULT_BUILD_LIMITS.pids,
       },
     },
+    egress: parsed.CONVOY_BUILD_ALLOWED_HOSTS?.length ? { allowedHosts: parsed.CONVOY_BUILD_ALLOWED_HOSTS, outbound: { allowedHosts: parsed.CONVOY_OUTBOUND_ALLOWED_HOSTS ?? [] } } : undefined,
   };
 }
 
@@ -311,7 +321,8 @@ export class NixBuilder implements Builder {
     }
     // In the empty network namespace there is no cache to reach: asking would only cost retries.
     const noCaches = isolated ? ['--option', 'substituters', ''] : [];
-    const run = await this.runIsolated('nix-store', ['--realise', ...this.optionArgs(), ...noCaches, drvPath], context);
+    // Only this step gets egress: evaluation never fetches (restricted, no import-from-derivation).
+    const run = await this.runIsolated('nix-store', ['--realise', ...this.optionArgs(), ...noCaches, drvPath], context, undefined, { egress: true });
     const failure = failureOf(run, context, 'build failed');
     return failure ?? { ok: true, value: undefined };
   }
@@ -373,29 +384,48 @@ export class NixBuilder implements Builder {
    * A step that runs tenant code (evaluation, the build): in its own cgroup and an empty network
    * namespace when the sandbox is enforced (see sandbox.ts).
    */
-  private async runIsolated(tool: string, args: string[], context: StepContext, cwd?: string): Promise<IsolatedRunResult> {
+  private async runIsolated(tool: string, args: string[], context: StepContext, cwd?: string, network: { egress?: boolean } = {}): Promise<IsolatedRunResult> {
     const isolation = await this.isolation();
     if (isolation.kind !== 'enforced') return this.run(tool, args, context, cwd);
+    const allowedHosts = network.egress ? (this.options.egress?.allowedHosts ?? []) : [];
     let cgroup: BuildCgroup;
     try {
       cgroup = await BuildCgroup.create(isolation.probe.hierarchies, this.sandbox.limits);
     } catch (error) {
       return { ending: 'exited', exitCode: undefined, stdout: '', stderrTail: [], spawnError: `could not create the build's cgroup: ${(error as Error).message}` };
     }
+    let proxy: BuildEgressProxy | undefined;
     try {
       const { memoryMb, cpus, pids } = cgroup.limits;
-      context.onLog?.(`${tool} runs sandboxed: no network, at most ${memoryMb} MB of memory, ${cpus} CPUs and ${pids} processes (cgroup ${cgroup.name})`, 'convoy');
-      const wrapped = cgroup.wrap(['unshare', '--net', tool, ...args]);
-      const run = await this.run(wrapped.file, wrapped.args, context, cwd);
+      let argv = [tool, ...args];
+      let reach = 'no network';
+      if (allowedHosts.length > 0) {
+        const ip = findExecutable('ip');
+        if (!ip) return { ending: 'exited', exitCode: undefined, stdout: '', stderrTail: [], spawnError: 'CONVOY_BUILD_ALLOWED_HOSTS needs the `ip` command (iproute2) on this node' };
+        try {
+          proxy = await BuildEgressProxy.start({ ...this.options.egress!, allowedHosts }, (event) => {
+            context.onLog?.(`egress ${event.kind}: ${event.target} (${event.reason})`, 'convoy');
+          });
+        } catch (error) {
+          return { ending: 'exited', exitCode: undefined, stdout: '', stderrTail: [], spawnError: `could not start the build's egress proxy: ${(error as Error).message}` };
+        }
+        // The relay (egress.ts) runs in the build's namespace and cgroup and spawns nix-store from an argument array.
+        argv = [process.execPath, '-e', FORWARDER_SCRIPT, ip, proxy.socketPath, String(EGRESS_PROXY_PORT), '--', ...argv];
+        reach = `no network (fixed-output builds reach only ${allowedHosts.join(', ')} through Convoy's proxy)`;
+      }
+      context.onLog?.(`${tool} runs sandboxed: ${reach}, at most ${memoryMb} MB of memory, ${cpus} CPUs and ${pids} processes (cgroup ${cgroup.name})`, 'convoy');
+      const wrapped = cgroup.wrap(['unshare', '--net', ...argv]);
+      const run = await this.run(wrapped.file, wrapped.args, context, cwd, {}, proxy ? egressProxyEnvironment() : {});
       return (await cgroup.memoryLimitReached()) ? { ...run, memoryLimitMb: cgroup.limits.memoryMb } : run;
     } finally {
       await cgroup.destroy();
+      await proxy?.close();
     }
   }
 
-  private run(tool: string, args: string[], context: StepContext, cwd?: string, output: { stderrTailLines?: number; log?: boolean } = {}): Promise<TreeRunResult> {
+  private run(tool: string, args: string[], context: StepContext, cwd?: string, output: { stderrTailLines?: number; log?: boolean } = {}, extraEnv: Record<string, string> = {}): Promise<TreeRunResult> {
     return runProcessTree(tool, args, {
-      env: this.environment(),
+      env: { ...this.environment(), ...extraEnv },
       cwd,
       signal: context.signal,
       stopGraceMs: this.options.stopGraceMs,
@@ -509,6 +539,21 @@ async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/** An executable on PATH or in the sbin directories (which a service's PATH may lack). */
+function findExecutable(name: string): string | undefined {
+  const dirs = [...(process.env.PATH ?? '').split(':').filter(Boolean), '/usr/sbin', '/sbin', '/usr/bin', '/bin'];
+  for (const dir of dirs) {
+    const path = join(dir, name);
+    try {
+      accessSync(path, fsConstants.X_OK);
+      return path;
+    } catch {
+      // Not here.
+    }
+  }
+  return undefined;
 }
 
 /**

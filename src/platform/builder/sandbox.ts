@@ -17,8 +17,10 @@
 //   Nix in the host namespace which paths would be fetched (`--dry-run`) and realises those *output
 //   paths* there, which only substitutes (Nix never builds a path that is not a .drv); then it
 //   realises the derivation in the empty namespace with substituters off.
-// - CONVOY_BUILD_ALLOWED_HOSTS (egress for FODs to listed hosts) is not implemented: a non-empty list is
-//   refused at start (config), so FODs get no network at all.
+// - CONVOY_BUILD_ALLOWED_HOSTS (egress for FODs to listed hosts only, see egress.ts): the realise step
+//   then runs `unshare --net node -e <relay> ... -- nix-store ...`; the relay brings up loopback and
+//   hands 127.0.0.1:3128 to a per-build proxy of Convoy's on a unix socket, and nix-store gets
+//   http(s)_proxy. The host's firewall is not touched. With an empty list FODs get no network at all.
 // - Each step's process tree goes into a cgroup of its own (memory incl. swap, CPU quota, pids) before
 //   anything runs: the fixed shell script writes its own pid into cgroup.procs and execs the argument
 //   array (its arguments are never interpreted by the shell). Afterwards every process left in it is

@@ -1,8 +1,8 @@
 // BullMQ queues and workers, namespaced under the install's Redis prefix.
-import { DelayedError, Queue, Worker, type Job, type JobsOptions, type Processor, type WorkerOptions } from 'bullmq';
+import { DelayedError, Queue, QueueEvents, Worker, type Job, type JobsOptions, type Processor, type WorkerOptions } from 'bullmq';
 import { createRedis } from '../redis/connection.js';
 
-export const QUEUES = { deployments: 'deployments', builds: 'builds', maintenance: 'maintenance', workerHealth: 'worker-health', workerFailover: 'worker-failover' } as const;
+export const QUEUES = { deployments: 'deployments', builds: 'builds', maintenance: 'maintenance', workerHealth: 'worker-health', workerFailover: 'worker-failover', evaluations: 'evaluations' } as const;
 export type QueueName = (typeof QUEUES)[keyof typeof QUEUES];
 
 export type QueueConnection = { redisUrl: string; prefix: string; onError: (error: Error) => void };
@@ -13,6 +13,11 @@ export function createQueue<Data>(name: QueueName, connection: QueueConnection):
     prefix: `${connection.prefix}:bull`,
     defaultJobOptions: { removeOnComplete: { count: 1000 }, removeOnFail: { count: 5000 }, attempts: 5, backoff: { type: 'exponential', delay: 1000 } },
   });
+}
+
+/** Completion events of a queue's jobs (for `job.waitUntilFinished`); it holds a blocking connection of its own. */
+export function createQueueEvents(name: QueueName, connection: QueueConnection): QueueEvents {
+  return new QueueEvents(name, { connection: createRedis(connection.redisUrl, connection.onError), prefix: `${connection.prefix}:bull` });
 }
 
 export function createWorker<Data>(

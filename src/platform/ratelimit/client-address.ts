@@ -35,6 +35,12 @@ function isTrusted(list: BlockList, address: string): boolean {
   return list.check(address, isIP(address) === 6 ? 'ipv6' : 'ipv4');
 }
 
+/** Whether the socket's peer is a proxy the operator listed (whose forwarded headers may be believed). */
+export function isTrustedProxy(peerAddress: string | undefined, trustedProxies: readonly string[]): boolean {
+  const peer = normalize(peerAddress);
+  return !!peer && trustedProxies.length > 0 && isTrusted(trustedList(trustedProxies), peer);
+}
+
 export function clientAddress(req: RequestLike | undefined, trustedProxies: readonly string[]): string {
   const peer = normalize(req?.socket?.remoteAddress);
   if (!peer) return UNKNOWN;

@@ -1,0 +1,2 @@
+-- AlterEnum
+ALTER TYPE "WorkerJobKind" ADD VALUE 'EVALUATE';
