@@ -57,7 +57,7 @@ async function redisWithoutPassword(redisUrl: string): Promise<OpenAccessFinding
 /** Logs each finding as a warning; never delays or stops the start. */
 export function warnAboutOpenAccess(urls: { databaseUrl: string; redisUrl: string }, log: { warn(fields: object, message: string): void }): void {
   void findOpenAccess(urls).then(
-    (findings) => findings.forEach((finding) => log.warn({ service: finding.service }, finding.message)),
+    (findings) => findings.forEach((finding) => log.warn({ dependency: finding.service }, finding.message)),
     () => {},
   );
 }
