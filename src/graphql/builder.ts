@@ -12,7 +12,7 @@ import { getDatamodel } from '../generated/pothos-types.js';
 import type { GraphQLContext } from './context.js';
 import { ValidationError } from '../modules/common/errors.js';
 import type { Actor } from '../modules/auth/caller.js';
-import { platformAdminLoader } from '../modules/workers/admins.js';
+import { platformAdminLoader } from '../modules/auth/platform-admins.js';
 import { cursorArgument, pageSizeArgument } from '../modules/common/graphql.js';
 
 export const builder = new SchemaBuilder<{

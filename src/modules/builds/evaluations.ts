@@ -16,16 +16,12 @@ import { createQueue, createQueueEvents, createWorker, QUEUES } from '../../plat
 import { WorkerJobKind, WorkerJobStatus } from '../../generated/prisma/enums.js';
 import { publishJob } from './agent-jobs.js';
 import { compactResult, EVALUATION_CONCURRENCY, EVALUATION_NIX_TIMEOUT_MS, noExecutorAnswered, type EvaluationAnswer, type EvaluationJob } from './evaluation-result.js';
+import type { Evaluator } from '../templates/evaluator.js';
 
 export { noExecutorAnswered, type EvaluationAnswer, type EvaluationJob };
+export type { Evaluator };
 
 const POLL_MS = 200;
-
-export interface Evaluator {
-  /** Evaluates on the build executor; `ok: false` carries Nix's error, or says that no executor answered. */
-  evaluate(organizationId: string, expression: string): Promise<EvaluateResult>;
-  close(): Promise<void>;
-}
 
 export type EvaluatorDeps = { db: Db; bus: ConvoyBus; config: Config; log: Logger };
 

@@ -10,7 +10,7 @@ import { recordAudit } from '../audit/audit.js';
 import { decrypt, encrypt } from '../../platform/crypto/aead.js';
 import { deriveKey } from '../../platform/crypto/tokens.js';
 import type { Actor } from '../auth/caller.js';
-import { isPlatformAdmin } from '../workers/admins.js';
+import { isPlatformAdmin } from '../auth/platform-admins.js';
 import { createServiceInput, gitUrlRefusal, isReservedHostPort, updateServiceInput, type CreateServiceInput, type PortSpec } from './validation.js';
 import { assertImageUsable } from './image-ownership.js';
 

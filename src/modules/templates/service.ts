@@ -3,7 +3,7 @@ import type { Db } from '../../platform/db/client.js';
 import type { Prisma, Template } from '../../generated/prisma/client.js';
 import { Role } from '../../generated/prisma/enums.js';
 import { loadTemplates, type Template as BuiltInTemplate } from '../../platform/builder/index.js';
-import type { Evaluator } from '../builds/evaluations.js';
+import type { Evaluator } from './evaluator.js';
 import { parseInput } from '../common/parse.js';
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../common/errors.js';
 import { recordAudit } from '../audit/audit.js';

@@ -4,7 +4,7 @@ import type { Db } from '../../platform/db/client.js';
 import type { Prisma, WorkerStatus } from '../../generated/prisma/client.js';
 import { Role } from '../../generated/prisma/enums.js';
 import type { ConvoyBus, WorkerEvent } from '../../events.js';
-import { platformAdminIds } from './admins.js';
+import { platformAdminIds } from '../auth/platform-admins.js';
 import type { NodeMetricValues } from '../../shared/metrics.js';
 
 /** What a heartbeat leaves in Worker.lastMetrics. */

@@ -6,7 +6,7 @@ import { WorkerStatus } from '../../generated/prisma/enums.js';
 import type { ContainerStatsSample, ServiceMetricsEvent, WorkerEvent, WorkerHeartbeatEvent } from '../../events.js';
 import { ConflictError, NotFoundError, RateLimitedError, UnauthenticatedError, ValidationError } from '../common/errors.js';
 import { actorOf, userIdOf, workerIdOf } from '../common/graphql.js';
-import type { PlatformAdmin } from './admins.js';
+import type { PlatformAdmin } from '../auth/platform-admins.js';
 import { InvalidJoinTokenError } from './errors.js';
 import { recordHeartbeat } from './heartbeat.js';
 import { apiUrlFor, installCommand } from './install.js';

@@ -16,7 +16,7 @@ import { WORKER_TOKEN_PREFIX } from '../auth/service.js';
 import type { Actor } from '../auth/caller.js';
 import { getService } from '../services/service.js';
 import { SERVICE_ID_LABEL } from '../deployments/spec.js';
-import type { PlatformAdmin } from './admins.js';
+import type { PlatformAdmin } from '../auth/platform-admins.js';
 import { InvalidJoinTokenError } from './errors.js';
 import { announceStatusChanges, publishWorkerEvent, snapshotOf } from './notify.js';
 import { readServiceMetrics, readWorkerMetrics, type ServiceMetricsPoint, type WorkerMetricsPoint } from './metrics.js';
