@@ -3,7 +3,7 @@ import type pg from 'pg';
 import type { Config } from './config.js';
 import { createDb, type Db } from './platform/db/client.js';
 import { applyPendingMigrations } from './platform/db/migrations.js';
-import { closeRedis, createRedis, type Redis } from './platform/redis/connection.js';
+import { closeRedis, createRedis, REDIS_COMMAND_TIMEOUT_MS, type Redis } from './platform/redis/connection.js';
 import { RedisEventBus } from './platform/events/bus.js';
 import { createLogger, type Logger } from './platform/logging/logger.js';
 import type { ConvoyBus, ConvoyEvents } from './events.js';
@@ -43,9 +43,10 @@ export async function createApp(config: Config, options: AppOptions = {}): Promi
   }
   const { db, pool } = createDb({ connectionString: config.databaseUrl, poolSize: config.databasePoolSize, onQuery: options.onQuery, onError: (error) => log.warn({ err: error }, 'PostgreSQL connection error') });
   const reportRedisError = (error: Error) => log.warn({ err: error }, 'Redis connection error');
-  const redis = createRedis(config.redisUrl, reportRedisError);
+  // Commands on this connection answer requests: bounded, so a Redis outage fails them instead of stalling them.
+  const redis = createRedis(config.redisUrl, reportRedisError, { commandTimeout: REDIS_COMMAND_TIMEOUT_MS });
   const subscriber = createRedis(config.redisUrl, reportRedisError);
-  const bus = new RedisEventBus<ConvoyEvents>(redis, subscriber, config.redisPrefix);
+  const bus = new RedisEventBus<ConvoyEvents>(redis, subscriber, config.redisPrefix, (error, channel) => log.warn({ err: error, channel }, 'event dropped: Redis did not take the publish'));
   const docker = dockerFromHost(config.dockerHost);
   const orchestrator = new SwarmOrchestrator(docker);
   const builder = options.builder ?? new NixBuilder({

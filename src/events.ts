@@ -26,6 +26,8 @@ export type DeploymentEvent = {
   status: string;
   message: string;
   at: string;
+  /** The stored DeploymentEvent row this reports, when there is one: a client resumes after it. */
+  eventId?: string;
 };
 
 export type BuildEvent = { buildId: string; serviceId: string; organizationId: string; status: string; message: string; at: string };

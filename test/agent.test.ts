@@ -64,7 +64,8 @@ function startAgent(env: Record<string, string>): AgentProcess {
   const agent: AgentProcess = {
     process: child,
     lines,
-    async waitForLog(predicate, timeoutMs = 15_000) {
+    // Starting an agent compiles it first (tsx): on a loaded machine that alone takes seconds.
+    async waitForLog(predicate, timeoutMs = 30_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const found = lines.find(predicate);
@@ -146,7 +147,8 @@ describe('worker agent process', () => {
 
     const events = await heartbeats.waitFor((e) => e.filter((x: any) => x.workerId === workerId).length >= 2, 30_000);
     await heartbeats.close();
-    const [sample] = await serviceMetrics.waitFor((e) => e.length >= 1, 10_000);
+    // Docker's stats take a second or more; on a loaded machine some heartbeats go without them.
+    const [sample] = await serviceMetrics.waitFor((e) => e.length >= 1, 30_000);
     await serviceMetrics.close();
     const stats = sample.containers.find((c: any) => c.containerId === containerId);
     expect(stats.memoryUsedMb).toBeGreaterThan(0);
@@ -157,10 +159,11 @@ describe('worker agent process', () => {
     expect(mine[0].cpuPercent).toBeGreaterThanOrEqual(0);
     expect(mine[0].cpuPercent).toBeLessThanOrEqual(100);
     expect(mine[0].memoryTotalMb).toBeGreaterThan(0);
-    // About one a second (the agent's setting and the API's nextHeartbeatInSeconds agree).
+    // About one a second (the agent's setting and the API's nextHeartbeatInSeconds agree); a loaded
+    // machine may delay one, still far from the default interval.
     const gapMs = Date.parse(mine[1].at) - Date.parse(mine[0].at);
     expect(gapMs).toBeGreaterThan(500);
-    expect(gapMs).toBeLessThan(3500);
+    expect(gapMs).toBeLessThan(5000);
 
     const seen = await worker(workerId);
     expect(seen).toMatchObject({ id: workerId, hostname, status: 'ONLINE', swarmNodeId: (await testDocker.info()).Swarm.NodeID, agentVersion: expect.any(String) });
@@ -169,7 +172,7 @@ describe('worker agent process', () => {
     expect(seen.cpuCores).toBeGreaterThan(0);
     expect(seen.memoryMb).toBeGreaterThan(0);
     expect(seen.lastMetrics).toMatchObject({ memoryTotalMb: seen.memoryMb });
-    expect(Date.now() - Date.parse(seen.lastHeartbeatAt!)).toBeLessThan(5000);
+    expect(Date.now() - Date.parse(seen.lastHeartbeatAt!)).toBeLessThan(10_000);
   });
 
   it('a second node with the same token, a node with an expired token and a revoked credential are refused with exit code 3', async () => {
@@ -203,9 +206,10 @@ describe('worker agent process', () => {
     const first = agents[0]!;
     const startedAt = Date.now();
     first.process.kill('SIGTERM');
-    const result = await exitWithin(first, 5000);
+    const result = await exitWithin(first, 10_000);
     expect(result.exitCode).toBe(0);
-    expect(Date.now() - startedAt).toBeLessThan(2000);
+    // Promptly: not after a heartbeat's request timeout; room for a loaded machine.
+    expect(Date.now() - startedAt).toBeLessThan(5000);
     const lastBefore = (await worker(workerId)).lastHeartbeatAt!;
 
     // Same settings as before, join token included (as a service unit would have them).
@@ -226,7 +230,7 @@ describe('worker agent process', () => {
     expect(list.data.workers.edges).toHaveLength(1);
 
     restarted.process.kill('SIGINT');
-    expect((await exitWithin(restarted, 5000)).exitCode).toBe(0);
+    expect((await exitWithin(restarted, 10_000)).exitCode).toBe(0);
   });
 
   it('keeps running while the API is unreachable, and stop() aborts a heartbeat the API never answers', async () => {
@@ -243,14 +247,15 @@ describe('worker agent process', () => {
     const log = pino({ level: 'warn' }, new Writable({ write: (chunk, _encoding, done) => { warnings.push(JSON.parse(chunk.toString()).msg); done(); } }));
     const hanging = new WorkerAgent({ stateFile: hangingState, hostname, heartbeatSeconds: 1, docker: null, log, requestTimeoutMs: 60_000 });
     await hanging.start();
-    const deadline = Date.now() + 5000;
+    const deadline = Date.now() + 10_000;
     while (!connections.length) {
       if (Date.now() > deadline) throw new Error('the agent never connected');
       await new Promise((r) => setTimeout(r, 20));
     }
     const stopping = Date.now();
     await hanging.stop();
-    expect(Date.now() - stopping).toBeLessThan(300);
+    // The request would hang for its 60 s timeout: stop() aborts it at once (a loaded machine adds a little).
+    expect(Date.now() - stopping).toBeLessThan(1000);
     await hanging.wait();
     for (const socket of connections) socket.destroy();
     silent.close();
@@ -325,7 +330,7 @@ describe('embedded agent (npm run dev)', () => {
     expect(listed.data.workers.edges.map((e: any) => e.node)).toEqual([{ id: embedded.workerId, hostname: `dev-${hostname().toLowerCase().replace(/[^a-z0-9.-]/g, '-')}`, swarmNodeId: embedded.nodeId, status: 'ONLINE' }]);
     const stopping = Date.now();
     await embedded.stop();
-    expect(Date.now() - stopping).toBeLessThan(1000);
+    expect(Date.now() - stopping).toBeLessThan(3000);
     const count = heartbeats.length;
     await new Promise((r) => setTimeout(r, 1200));
     expect(heartbeats.length).toBe(count);

@@ -4,6 +4,7 @@ import WebSocket from 'ws';
 import { startTestApi, type TestApi, type TestUser } from './helpers/api.js';
 import { subscribe } from './helpers/subscribe.js';
 import { publishBuildStatus } from '../src/modules/builds/service.js';
+import { appendBuildLog } from '../src/modules/builds/runner.js';
 
 let api: TestApi;
 let user: TestUser;
@@ -185,5 +186,116 @@ describe('status subscriptions start with the current state', () => {
     expect(outcomes[0]).toEqual(outcomes[1]);
     expect(outcomes[2]).toContain('NOT_FOUND');
     expect(outcomes[2]).toEqual(outcomes[3]);
+  });
+});
+
+describe('resuming a subscription after a disconnect (an API restart)', () => {
+  const LOGS = 'subscription($id: ID!, $after: Int) { buildLogs(buildId: $id, afterLine: $after) { seq line } }';
+  const EVENTS = 'subscription($id: ID!, $after: ID) { deploymentEvents(deploymentId: $id, afterEventId: $after) { status message eventId } }';
+
+  /** Every message of a subscription until it completes (or fails). */
+  function untilComplete(token: string, query: string, variables: Record<string, unknown>) {
+    const client = wsClient(token);
+    const received: any[] = [];
+    const done = new Promise<any[]>((resolve, reject) => {
+      client.subscribe({ query, variables }, { next: (m) => received.push(m), error: reject, complete: () => resolve(received) });
+    }).finally(() => client.dispose());
+    return { received, done };
+  }
+
+  async function runningBuild(name: string) {
+    const id = await createService(name);
+    return api.app.db.build.create({ data: { serviceId: id, sourceType: 'IMAGE', status: 'RUNNING' } });
+  }
+
+  it('buildLogs(afterLine): the lines after the last one the client has, stored then live, none twice and none missing', async () => {
+    const build = await runningBuild('resume-logs');
+    await appendBuildLog(api.app, build.id, ['step 0', 'step 1']);
+    const baseline = api.app.bus.listenerCount();
+    const first = subscribe(api.url, user.accessToken, LOGS, { id: build.id }, 'buildLogs');
+    await first.waitFor((e) => e.length >= 2, 5000);
+    await appendBuildLog(api.app, build.id, ['step 2']);
+    await first.waitFor((e) => e.length >= 3, 5000);
+    await first.close();
+    await waitFor(() => api.app.bus.listenerCount() === baseline);
+
+    // The build goes on while the client is away; it comes back with the seq of its last line.
+    await appendBuildLog(api.app, build.id, ['step 3', 'step 4']);
+    const resumed = untilComplete(user.accessToken, LOGS, { id: build.id, after: first.events.at(-1).seq });
+    await waitFor(() => resumed.received.length >= 2);
+    await appendBuildLog(api.app, build.id, ['step 5']);
+    await waitFor(() => resumed.received.length >= 3);
+    await api.app.db.build.update({ where: { id: build.id }, data: { status: 'SUCCEEDED' } });
+    await api.app.bus.publish('buildLog', build.id, { buildId: build.id, done: true, status: 'SUCCEEDED' });
+    const afterwards = (await resumed.done).map((m) => m.data.buildLogs);
+
+    expect(first.events).toEqual([0, 1, 2].map((seq) => ({ seq, line: `step ${seq}` })));
+    expect(afterwards).toEqual([3, 4, 5].map((seq) => ({ seq, line: `step ${seq}` })));
+    // A finished build's log from a given line: only what follows, then the stream completes.
+    expect((await untilComplete(user.accessToken, LOGS, { id: build.id, after: 4 }).done).map((m) => m.data.buildLogs)).toEqual([{ seq: 5, line: 'step 5' }]);
+    expect(await untilComplete(user.accessToken, LOGS, { id: build.id, after: 5 }).done).toEqual([]);
+  });
+
+  it('buildLogs(afterLine): a negative line is BAD_USER_INPUT; another organization\'s build is NOT_FOUND like a missing one', async () => {
+    const build = await runningBuild('resume-logs-bad');
+    const negative = subscribe(api.url, user.accessToken, LOGS, { id: build.id, after: -1 }, 'buildLogs');
+    await waitFor(() => negative.errors.length > 0 || negative.events.length > 0);
+    expect(JSON.stringify(negative.errors)).toContain('BAD_USER_INPUT');
+    expect(negative.events).toEqual([]);
+    await negative.close();
+
+    const mallory = await api.register();
+    const outcomes: string[] = [];
+    for (const id of [build.id, 'cnotarealbuild000000000000']) {
+      const collected = subscribe(api.url, mallory.accessToken, LOGS, { id, after: 0 }, 'buildLogs');
+      await waitFor(() => collected.errors.length > 0 || collected.events.length > 0);
+      outcomes.push(JSON.stringify(collected.errors).replace(id, '<id>'));
+      await collected.close();
+    }
+    expect(outcomes[0]).toContain('NOT_FOUND');
+    expect(outcomes[0]).toEqual(outcomes[1]);
+  });
+
+  async function deploymentWithEvents(name: string, statuses: string[]) {
+    const id = await createService(name);
+    const deployment = await api.app.db.deployment.create({
+      data: { serviceId: id, image: 'nginx', config: {}, replicas: 1, status: statuses.at(-1) as any, events: { create: statuses.map((status) => ({ status: status as any, message: `now ${status.toLowerCase()}` })) } },
+    });
+    const events = await api.app.db.deploymentEvent.findMany({ where: { deploymentId: deployment.id }, orderBy: [{ createdAt: 'asc' }, { id: 'asc' }] });
+    return { deployment, events };
+  }
+
+  it('deploymentEvents(afterEventId): exactly the stored events after that one; every event, the current state included, carries its eventId', async () => {
+    const { deployment, events } = await deploymentWithEvents('resume-deploy', ['QUEUED', 'DEPLOYING', 'RUNNING']);
+    expect(events.map((e) => e.status)).toEqual(['QUEUED', 'DEPLOYING', 'RUNNING']);
+    const current = await untilComplete(user.accessToken, EVENTS, { id: deployment.id }).done;
+    expect(current.map((m) => m.data.deploymentEvents)).toEqual([{ status: 'RUNNING', message: 'now running', eventId: events[2]!.id }]);
+
+    const afterQueued = await untilComplete(user.accessToken, EVENTS, { id: deployment.id, after: events[0]!.id }).done;
+    expect(afterQueued.map((m) => m.data.deploymentEvents)).toEqual([
+      { status: 'DEPLOYING', message: 'now deploying', eventId: events[1]!.id },
+      { status: 'RUNNING', message: 'now running', eventId: events[2]!.id },
+    ]);
+    // Nothing happened since the last one: nothing to send, and a finished rollout completes.
+    expect(await untilComplete(user.accessToken, EVENTS, { id: deployment.id, after: events[2]!.id }).done).toEqual([]);
+  });
+
+  it("deploymentEvents(afterEventId): another deployment's or organization's event, or another organization's deployment, is NOT_FOUND like a missing one", async () => {
+    const { deployment, events } = await deploymentWithEvents('resume-deploy-own', ['QUEUED', 'DEPLOYING']);
+    const other = await deploymentWithEvents('resume-deploy-other', ['QUEUED']);
+    const mallory = await api.register();
+    const outcome = async (token: string, id: string, after: string) => {
+      const collected = subscribe(api.url, token, EVENTS, { id, after }, 'deploymentEvents');
+      await waitFor(() => collected.errors.length > 0 || collected.events.length > 0);
+      await collected.close();
+      expect(collected.events).toEqual([]);
+      return JSON.stringify(collected.errors).replace(id, '<id>').replace(after, '<after>');
+    };
+    const missingEvent = await outcome(user.accessToken, deployment.id, 'cnotarealevent000000000000');
+    expect(missingEvent).toContain('NOT_FOUND');
+    expect(await outcome(user.accessToken, deployment.id, other.events[0]!.id)).toEqual(missingEvent);
+    const missingDeployment = await outcome(mallory.accessToken, 'cnotarealdeployment0000000', events[0]!.id);
+    expect(missingDeployment).toContain('NOT_FOUND');
+    expect(await outcome(mallory.accessToken, deployment.id, events[0]!.id)).toEqual(missingDeployment);
   });
 });

@@ -14,7 +14,8 @@ import type { App } from '../app.js';
 import type { GraphQLContext } from './context.js';
 import { schema } from './schema.js';
 import { authenticate } from '../modules/auth/service.js';
-import { DomainError, NotFoundError, ForbiddenError, UnauthenticatedError, ValidationError, ConflictError, QuotaExceededError, RateLimitedError } from '../modules/common/errors.js';
+import { DomainError, NotFoundError, ForbiddenError, UnauthenticatedError, ValidationError, ConflictError, QuotaExceededError, RateLimitedError, ServiceUnavailableError } from '../modules/common/errors.js';
+import { asServiceUnavailable } from '../modules/common/unavailable.js';
 import type { Caller } from '../modules/auth/caller.js';
 import { checkReadiness } from './readiness.js';
 import { corsOptions, graphiqlCspPlugin, setSecurityHeaders } from './http-security.js';
@@ -45,7 +46,8 @@ function isPothosValidationError(error: unknown): error is Error {
 /** Errors that answer a client's mistake: not worth an error-level log line. */
 function isExpectedError(error: unknown): boolean {
   const original = isGraphQLError(error) ? error.originalError : error;
-  return original instanceof DomainError || isPothosValidationError(original);
+  // An outage is logged once, as a warning, where it is answered (maskError).
+  return original instanceof DomainError || isPothosValidationError(original) || asServiceUnavailable(original) !== null;
 }
 
 const MAX_ERROR_MESSAGE = 200;
@@ -74,7 +76,18 @@ function errorCode(error: DomainError): string {
   if (error instanceof ConflictError) return 'CONFLICT';
   if (error instanceof QuotaExceededError) return 'QUOTA_EXCEEDED';
   if (error instanceof RateLimitedError) return 'RATE_LIMITED';
+  if (error instanceof ServiceUnavailableError) return 'SERVICE_UNAVAILABLE';
   return 'BAD_REQUEST';
+}
+
+/**
+ * A dependency is down: retryable, and named so an operator knows which. A request that failed as a whole
+ * (no path: authenticating needed the database) is answered 503; a field's error keeps the 200 that
+ * graphql-over-http requires next to data (Yoga answers with the highest status its errors carry).
+ */
+function serviceUnavailable(error: ServiceUnavailableError, path?: readonly (string | number)[]): GraphQLError {
+  const extensions = { code: 'SERVICE_UNAVAILABLE', dependency: error.dependency, retryable: true };
+  return new GraphQLError(error.message, { extensions: path ? extensions : { ...extensions, http: { status: 503 } }, path });
 }
 
 // A WebSocket's connection params are sent once and read by every operation on it: read them once.
@@ -190,6 +203,11 @@ export function createGraphQLHandler(app: App): YogaServerInstance<ServerContext
     maskedErrors: {
       maskError(error, message) {
         const original = isGraphQLError(error) ? error.originalError : error;
+        const outage = asServiceUnavailable(original);
+        if (outage) {
+          app.log.warn({ err: original, dependency: outage.dependency }, 'dependency unavailable');
+          return serviceUnavailable(outage, (error as GraphQLError).path);
+        }
         if (original instanceof DomainError) {
           return new GraphQLError(original.message, { extensions: { code: errorCode(original) }, path: (error as GraphQLError).path });
         }
@@ -354,8 +372,11 @@ export async function startServer(app: App, options: { port: number; host: strin
         } catch (error) {
           // The database or Redis failing while authenticating is not a refused credential: an agent
           // gives up on a credential after a few UNAUTHENTICATED answers, but retries this.
-          if (!isGraphQLError(error)) app.log.error({ err: error }, 'unexpected error');
-          const refusal = { errors: [isGraphQLError(error) ? error : new GraphQLError('Unexpected error.', { extensions: { code: 'INTERNAL_SERVER_ERROR' } })] };
+          const outage = isGraphQLError(error) ? null : asServiceUnavailable(error);
+          if (outage) app.log.warn({ err: error, dependency: outage.dependency }, 'dependency unavailable');
+          else if (!isGraphQLError(error)) app.log.error({ err: error }, 'unexpected error');
+          const answer = isGraphQLError(error) ? error : outage ? serviceUnavailable(outage) : new GraphQLError('Unexpected error.', { extensions: { code: 'INTERNAL_SERVER_ERROR' } });
+          const refusal = { errors: [answer] };
           // Answered as a result with errors, as over HTTP. (Errors returned from here must be graphql-ws's
           // own GraphQLError class, which the CJS and ESM builds of graphql can make another one.)
           return { ...operation, contextValue: {}, rootValue: { execute: () => refusal, subscribe: () => refusal } };

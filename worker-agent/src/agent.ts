@@ -487,7 +487,7 @@ function describeError(error: unknown): Record<string, unknown> {
 function isTransient(error: unknown): boolean {
   if (error instanceof GraphQLNetworkError) return true;
   // The API's own trouble (a database restart, say) passes; a refusal of this request does not.
-  return error instanceof GraphQLRequestError && (error.status >= 500 || error.code === 'INTERNAL_SERVER_ERROR' || error.code === 'RATE_LIMITED');
+  return error instanceof GraphQLRequestError && (error.status >= 500 || error.code === 'INTERNAL_SERVER_ERROR' || error.code === 'SERVICE_UNAVAILABLE' || error.code === 'RATE_LIMITED');
 }
 
 /** Exponential from 1 s, at most `capMs` (but never less than 1 s), with ±20 % jitter so a fleet does not retry in step. */

@@ -213,7 +213,8 @@ export class JobRunner {
         await this.options.client.request(COMPLETE_JOB, { jobId, attempt, outcome: clean });
         return;
       } catch (error) {
-        if (error instanceof GraphQLRequestError && error.status < 500 && error.code !== 'INTERNAL_SERVER_ERROR') {
+        // The API's database or Redis being down (SERVICE_UNAVAILABLE) is worth the retries too.
+        if (error instanceof GraphQLRequestError && error.status < 500 && error.code !== 'INTERNAL_SERVER_ERROR' && error.code !== 'SERVICE_UNAVAILABLE') {
           this.options.log.warn({ err: error, jobId }, 'the API refused the job outcome');
           return;
         }

@@ -5,11 +5,14 @@
 // CHECK_MS, so a session ended anywhere stops working everywhere within about a second, and in the
 // process that ended it at once.
 import type { Config } from '../../config.js';
-import type { Redis } from '../../platform/redis/connection.js';
+import { isRedisDown, isRedisUnavailable, type Redis } from '../../platform/redis/connection.js';
+import { ServiceUnavailableError } from '../common/errors.js';
 
 export type SessionDeps = { redis: Redis; config: Pick<Config, 'redisPrefix' | 'accessTokenTtlSeconds'> };
 
 const CHECK_MS = 1000;
+// While Redis is down, how long the last answer for a session stays good enough.
+const STALE_TRUST_MS = 10 * 60_000;
 const MAX_CACHED = 100_000;
 // Access tokens are accepted a little past their expiry by clocks that disagree; keep the mark longer.
 const CLOCK_SKEW_SECONDS = 60;
@@ -27,17 +30,28 @@ class SessionRevocations {
   async isRevoked(sessionId: string): Promise<boolean> {
     const entry = this.known.get(sessionId);
     if (entry && (entry.revoked || Date.now() - entry.checkedAt < CHECK_MS)) return entry.revoked;
+    // Known to be down: no need to wait for the command to time out.
+    if (entry && Date.now() - entry.checkedAt < STALE_TRUST_MS && isRedisDown(this.deps.redis)) return entry.revoked;
     let lookup = this.lookups.get(sessionId);
     if (!lookup) {
       lookup = this.deps.redis
         .exists(revokedKey(this.deps.config.redisPrefix, sessionId))
-        .then((found) => {
-          // A revocation made here while the lookup ran wins over its (older) answer.
-          const revoked = found > 0 || this.known.get(sessionId)?.revoked === true;
-          if (this.known.size >= MAX_CACHED) this.known.clear();
-          this.known.set(sessionId, { revoked, checkedAt: Date.now() });
-          return revoked;
-        })
+        .then(
+          (found) => {
+            // A revocation made here while the lookup ran wins over its (older) answer.
+            const revoked = found > 0 || this.known.get(sessionId)?.revoked === true;
+            if (this.known.size >= MAX_CACHED) this.known.clear();
+            this.known.set(sessionId, { revoked, checkedAt: Date.now() });
+            return revoked;
+          },
+          (error: unknown) => {
+            // Redis cannot tell: a session this process checked within STALE_TRUST_MS keeps its last
+            // answer (so a Redis outage does not log everyone out); one it never saw cannot be checked.
+            const last = this.known.get(sessionId);
+            if (isRedisUnavailable(error) && last && Date.now() - last.checkedAt < STALE_TRUST_MS) return last.revoked;
+            throw isRedisUnavailable(error) ? new ServiceUnavailableError('redis') : error;
+          },
+        )
         .finally(() => this.lookups.delete(sessionId));
       this.lookups.set(sessionId, lookup);
     }

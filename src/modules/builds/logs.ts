@@ -1,7 +1,7 @@
 import type { Db } from '../../platform/db/client.js';
 import type { BuildEvent, ConvoyBus } from '../../events.js';
 import { BuildStatus } from '../../generated/prisma/enums.js';
-import { NotFoundError } from '../common/errors.js';
+import { NotFoundError, ValidationError } from '../common/errors.js';
 import { currentThenChanges } from '../common/current-then-changes.js';
 import { releasingWith } from '../../platform/events/releasing.js';
 import type { Actor } from '../auth/caller.js';
@@ -11,9 +11,12 @@ export type BuildLogLine = { seq: number; line: string };
 
 /**
  * The build's stored log, then its live lines until it ends. Subscribing before reading the stored
- * log, and numbering lines, means no line is lost or repeated across the switch.
+ * log, and numbering lines, means no line is lost or repeated across the switch. A client that
+ * reconnects passes `afterLine`, the last seq it has, and gets only the lines after it.
  */
-export async function followBuildLogs(deps: { db: Db; bus: ConvoyBus }, actor: Pick<Actor, 'organizationId'>, buildId: string): Promise<AsyncIterableIterator<BuildLogLine>> {
+export async function followBuildLogs(deps: { db: Db; bus: ConvoyBus }, actor: Pick<Actor, 'organizationId'>, buildId: string, options: { afterLine?: number | null } = {}): Promise<AsyncIterableIterator<BuildLogLine>> {
+  const afterLine = options.afterLine ?? null;
+  if (afterLine !== null && (!Number.isInteger(afterLine) || afterLine < 0)) throw ValidationError.single(['afterLine'], 'must be the seq of a line (0 or more)');
   const owned = await deps.db.build.count({ where: { id: String(buildId).slice(0, 64), service: { organizationId: actor.organizationId } } });
   if (!owned) throw new NotFoundError('Build', String(buildId).slice(0, 64));
   const live = await deps.bus.subscribe('buildLog', buildId);
@@ -21,8 +24,13 @@ export async function followBuildLogs(deps: { db: Db; bus: ConvoyBus }, actor: P
     try {
       const build = await deps.db.build.findUniqueOrThrow({ where: { id: buildId }, select: { logs: true, status: true } });
       const stored = build.logs ? build.logs.replace(/\n$/, '').split('\n') : [];
-      let next = 0;
-      for (const line of stored) yield { seq: next++, line };
+      // The seq of the next line to send: lines before it are stored ones the client already has.
+      let next = afterLine === null ? 0 : afterLine + 1;
+      for (const [seq, line] of stored.entries()) {
+        if (seq < next) continue;
+        next = seq + 1;
+        yield { seq, line };
+      }
       if (FINISHED_BUILD_STATUSES.includes(build.status)) return;
       for await (const event of live) {
         if ('done' in event) return;

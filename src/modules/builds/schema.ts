@@ -102,15 +102,18 @@ builder.mutationField('cancelBuild', (t) =>
   }),
 );
 
-const BuildLogLineRef = builder.simpleObject('BuildLogLine', { fields: (t) => ({ seq: t.int(), line: t.string() }) });
+const BuildLogLineRef = builder.simpleObject('BuildLogLine', { fields: (t) => ({ seq: t.int({ description: "The line's number in the build log, from 0: pass the last one received as buildLogs(afterLine) to resume" }), line: t.string() }) });
 
 builder.subscriptionField('buildLogs', (t) =>
   t.field({
     type: BuildLogLineRef,
-    description: 'The build log so far, then live lines; completes when the build ends',
+    description: 'The build log so far, then live lines; completes when the build ends. To resume after a disconnect, pass afterLine: only later lines are sent',
     authScopes: { member: true },
-    args: { buildId: t.arg.id({ required: true }) },
-    subscribe: (_root, args, ctx) => followBuildLogs(ctx.app, actorOf(ctx), String(args.buildId)),
+    args: {
+      buildId: t.arg.id({ required: true }),
+      afterLine: t.arg.int({ description: 'The seq of the last line the client has (lines are numbered from 0); a negative value is refused (BAD_USER_INPUT)' }),
+    },
+    subscribe: (_root, args, ctx) => followBuildLogs(ctx.app, actorOf(ctx), String(args.buildId), { afterLine: args.afterLine }),
     resolve: (line) => line,
   }),
 );

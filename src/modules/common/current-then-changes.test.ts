@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { currentThenChanges } from './current-then-changes.js';
+import { currentThenChanges, missedThenChanges } from './current-then-changes.js';
 
-type E = { status: string; note?: string };
+type E = { status: string; note?: string; id?: string };
 
 /** A live stream like the event bus's: return() releases it, whether or not it was read. */
 function fromList(events: E[], onReturn: () => void): AsyncIterableIterator<E> {
@@ -39,5 +39,23 @@ describe('currentThenChanges', () => {
   it('completes after a final live event, keeping repeats that come after a real change', async () => {
     const { out } = await collect([{ status: 'RUNNING', note: 'a' }, { status: 'QUEUED' }, { status: 'DONE' }, { status: 'RUNNING' }], { status: 'QUEUED' });
     expect(out.map((e) => e.status)).toEqual(['QUEUED', 'RUNNING', 'QUEUED', 'DONE']);
+  });
+
+  it('missedThenChanges: the missed events, then live ones; an event with an id is dropped exactly when the client has it', async () => {
+    const missed = [{ status: 'RUNNING', id: 'b' }];
+    const live = [{ status: 'QUEUED', id: 'a' }, { status: 'RUNNING', id: 'b' }, { status: 'RUNNING', note: 'no id' }, { status: 'RUNNING', id: 'c' }, { status: 'DONE', id: 'd' }];
+    const out: E[] = [];
+    const sent = new Set(['a', 'b']);
+    for await (const event of missedThenChanges(fromList(live, () => {}), missed, 'RUNNING', { order: ['QUEUED', 'RUNNING'], isFinal: (s) => s === 'DONE', isAlreadySent: (e) => (e.id ? sent.has(e.id) : undefined) })) out.push(event);
+    // 'a' and 'b' the client has; the id-less repeat falls to the status rule; 'c' is new though its status is not.
+    expect(out).toEqual([{ status: 'RUNNING', id: 'b' }, { status: 'RUNNING', id: 'c' }, { status: 'DONE', id: 'd' }]);
+  });
+
+  it('missedThenChanges: nothing missed and a final status: completes at once', async () => {
+    let returned = false;
+    const out: E[] = [];
+    for await (const event of missedThenChanges(fromList([{ status: 'DONE' }], () => (returned = true)), [], 'DONE', { order: [], isFinal: (s) => s === 'DONE' })) out.push(event);
+    expect(out).toEqual([]);
+    expect(returned).toBe(true);
   });
 });

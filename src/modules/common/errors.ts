@@ -56,3 +56,19 @@ export class RateLimitedError extends DomainError {
     super(`Too many attempts; try again in ${retryAfterSeconds} s`);
   }
 }
+
+export type Dependency = 'postgresql' | 'redis';
+
+/** What HTTP endpoints tell a client to wait before retrying while a dependency is down. */
+export const RETRY_AFTER_SECONDS = 2;
+
+/**
+ * A dependency (the database, Redis) cannot be reached right now: nothing was changed by the failed step,
+ * and the same request can be retried as it is. Not a payload error: any operation may meet it.
+ */
+export class ServiceUnavailableError extends DomainError {
+  readonly retryable = true;
+  constructor(public readonly dependency: Dependency) {
+    super(`Temporarily unavailable: ${dependency} cannot be reached; retry shortly`);
+  }
+}

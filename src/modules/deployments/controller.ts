@@ -1,6 +1,6 @@
 // BullMQ workers for deploys and the reconciler: what the `controller` process runs.
 import { DelayedError, type Job } from 'bullmq';
-import { createQueue, createWorker, QUEUES } from '../../platform/queue/queues.js';
+import { createQueue, createWorker, keepJobScheduler, QUEUES, watchScheduledJob } from '../../platform/queue/queues.js';
 import { tryLock } from '../../platform/redis/lock.js';
 import type { Redis } from '../../platform/redis/connection.js';
 import { failWithoutChange, runDeployment, removeServiceRuntime } from './runner.js';
@@ -48,7 +48,7 @@ export async function startDeployController(deps: ControllerDeps) {
   deployWorker.on('failed', (job, error) => deps.log.warn({ err: error, jobId: job?.id }, 'deploy job failed'));
 
   const maintenanceQueue = createQueue<MaintenanceJob>(QUEUES.maintenance, connection);
-  await maintenanceQueue.upsertJobScheduler('reconcile', { every: config.deploy.reconcileIntervalSeconds * 1000 }, { name: 'reconcile', data: { kind: 'reconcile' } });
+  const scheduler = await keepJobScheduler(maintenanceQueue, 'reconcile', config.deploy.reconcileIntervalSeconds * 1000, { name: 'reconcile', data: { kind: 'reconcile' } }, deps.log);
   const maintenanceWorker = createWorker<MaintenanceJob>(
     QUEUES.maintenance,
     async () => {
@@ -59,12 +59,14 @@ export async function startDeployController(deps: ControllerDeps) {
     connection,
     { concurrency: 1 },
   );
+  watchScheduledJob(maintenanceWorker, 'reconcile', deps.redis, config.redisPrefix, deps.log);
   // Converge right away rather than one interval after a (re)start.
   await maintenanceQueue.add('reconcile', { kind: 'reconcile' }, { jobId: `reconcile-start-${Date.now()}` });
 
   return {
     async close() {
       shutdown.abort();
+      scheduler.stop();
       await Promise.allSettled([deployWorker.close(), maintenanceWorker.close()]);
       await maintenanceQueue.close();
     },

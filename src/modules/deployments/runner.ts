@@ -15,13 +15,59 @@ import { organizationNetworkName, swarmServiceName, toSwarmSpec, type Deployment
 
 export type RunnerDeps = { db: Db; bus: ConvoyBus; config: Config; orchestrator: Orchestrator; log: Logger };
 
-async function recordDeploymentStatus(deps: RunnerDeps, deployment: Deployment, organizationId: string, status: DeploymentStatus, message: string, extra: { startedAt?: Date; deadlineAt?: Date } = {}) {
+/**
+ * Writes a status once: a finished deployment stays finished (a late mark from a job that lost its lock
+ * never turns a SUPERSEDED deployment back into RUNNING). Returns whether it was written.
+ */
+async function recordDeploymentStatus(deps: RunnerDeps, deployment: Deployment, organizationId: string, status: DeploymentStatus, message: string, extra: { startedAt?: Date; deadlineAt?: Date; reason?: string } = {}): Promise<boolean> {
   const finished = FINISHED_STATUSES.includes(status);
-  await deps.db.deployment.update({
-    where: { id: deployment.id },
-    data: { status, ...(finished ? { finishedAt: new Date() } : {}), ...(status === DeploymentStatus.FAILED ? { reason: message.slice(0, 2000) } : {}), ...extra, events: { create: { status, message: message.slice(0, 2000) } } },
+  const reason = extra.reason ?? (status === DeploymentStatus.FAILED ? message : undefined);
+  // The stored event's id goes out with the live one, so a client can resume after it (deploymentEvents afterEventId).
+  let eventId: string | undefined;
+  const written = await deps.db.$transaction(async (tx) => {
+    const { count } = await tx.deployment.updateMany({
+      where: { id: deployment.id, status: { notIn: FINISHED_STATUSES } },
+      data: { status, ...(finished ? { finishedAt: new Date() } : {}), ...(reason ? { reason: reason.slice(0, 2000) } : {}), startedAt: extra.startedAt, deadlineAt: extra.deadlineAt },
+    });
+    if (count > 0) eventId = (await tx.deploymentEvent.create({ data: { deploymentId: deployment.id, status, message: message.slice(0, 2000) }, select: { id: true } })).id;
+    return count > 0;
   });
-  await deps.bus.publish('deployment', deployment.id, { deploymentId: deployment.id, serviceId: deployment.serviceId, organizationId, status, message, at: new Date().toISOString() });
+  if (written) await deps.bus.publish('deployment', deployment.id, { deploymentId: deployment.id, serviceId: deployment.serviceId, organizationId, status, message, at: new Date().toISOString(), eventId });
+  return written;
+}
+
+/**
+ * Of the deployments of a service, the one created last wins: an older one (a job retried, stalled and
+ * taken over, or released late) never applies its spec or becomes current. Returns the newer one, if any.
+ */
+async function newerDeploymentThan(db: Pick<Db, 'deployment'>, deployment: Deployment): Promise<{ id: string } | null> {
+  const newest = await db.deployment.findFirst({ where: { serviceId: deployment.serviceId }, orderBy: [{ createdAt: 'desc' }, { id: 'desc' }], select: { id: true } });
+  return newest && newest.id !== deployment.id ? newest : null;
+}
+
+type Fenced<T> = { newer: { id: string } } | { newer: null; value: T };
+
+/**
+ * Runs `act` only while the deployment is its service's newest, holding a PostgreSQL lock per service
+ * meanwhile: the check and the change it guards (a Swarm update, the current deployment) are one step
+ * for every controller, even when the Redis lock that normally serialises them was lost or expired.
+ */
+async function whileNewest<T>(deps: RunnerDeps, deployment: Deployment, act: (tx: Parameters<Parameters<Db['$transaction']>[0]>[0]) => Promise<T>): Promise<Fenced<T>> {
+  return deps.db.$transaction(
+    async (tx) => {
+      await tx.$executeRaw`SELECT pg_advisory_xact_lock(hashtext(${`convoy:deploy:${deployment.serviceId}`}::text))`;
+      const newer = await newerDeploymentThan(tx, deployment);
+      if (newer) return { newer };
+      return { newer: null, value: await act(tx) };
+    },
+    { maxWait: 15_000, timeout: 60_000 },
+  );
+}
+
+/** Ends a deployment that lost to a newer one: nothing of it reaches Swarm or the current deployment. */
+async function recordSuperseded(deps: RunnerDeps, deployment: Deployment, organizationId: string, newer: { id: string }) {
+  const reason = `a newer deployment ${newer.id} was queued`;
+  await recordDeploymentStatus(deps, deployment, organizationId, DeploymentStatus.SUPERSEDED, reason, { reason });
 }
 
 function activeServiceStatus(kind: DeploymentKind): ServiceStatus {
@@ -29,7 +75,7 @@ function activeServiceStatus(kind: DeploymentKind): ServiceStatus {
 }
 
 /** The deployment as a Swarm spec, kept off the nodes of failed workers (see nodesToAvoid). */
-async function specFor(deps: RunnerDeps, service: Service, deployment: Deployment): Promise<SwarmServiceSpec> {
+export async function specFor(deps: RunnerDeps, service: Service, deployment: Deployment): Promise<SwarmServiceSpec> {
   const spec = toSwarmSpec(
     {
       serviceId: service.id,
@@ -69,6 +115,9 @@ export async function runDeployment(deps: RunnerDeps, deploymentId: string, sign
     return;
   }
 
+  const newer = await newerDeploymentThan(deps.db, deployment);
+  if (newer) return recordSuperseded(deps, deployment, service.organizationId, newer);
+
   const deadline = deployment.deadlineAt ?? new Date(Date.now() + deps.config.deploy.timeoutSeconds * 1000);
   if (deployment.status === DeploymentStatus.QUEUED) {
     await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.DEPLOYING, `applying ${deployment.image} with ${deployment.replicas} replica(s)`, { startedAt: new Date(), deadlineAt: deadline });
@@ -89,20 +138,23 @@ export async function runDeployment(deps: RunnerDeps, deploymentId: string, sign
 
 async function applySpec(deps: RunnerDeps, service: Service, deployment: Deployment, spec: SwarmServiceSpec, deadline: Date, signal: AbortSignal | undefined, statusChange: Promise<unknown>) {
   await deps.orchestrator.ensureNetwork(organizationNetworkName(service.organizationId), { 'convoy.organization-id': service.organizationId, 'convoy.managed': 'true' });
-  const existing = await deps.orchestrator.findServiceByName(spec.name);
-  let swarmServiceId: string;
   // The deploying organization's own registry login, if it stored one: never anyone else's.
   const registryAuth = await pullAuthFor(deps, service.organizationId, deployment.image);
-  if (!existing) {
-    swarmServiceId = (await deps.orchestrator.createService(spec, { registryAuth })).id;
-  } else {
-    swarmServiceId = existing.id;
+  const applied = await whileNewest(deps, deployment, async () => {
+    const existing = await deps.orchestrator.findServiceByName(spec.name);
+    if (!existing) return (await deps.orchestrator.createService(spec, { registryAuth })).id;
     // Already applied by an earlier attempt of this job (the controller crashed while watching): just watch.
     if (!isApplied(existing, deployment)) {
       const forceRestart = deployment.kind === DeploymentKind.RESTART || deployment.kind === DeploymentKind.REDEPLOY;
       await deps.orchestrator.updateService(existing.id, spec, { forceRestart, registryAuth });
     }
+    return existing.id;
+  });
+  if (applied.newer) {
+    await statusChange.catch(() => null);
+    return recordSuperseded(deps, deployment, service.organizationId, applied.newer);
   }
+  const swarmServiceId = applied.value;
   await deps.db.deployment.update({ where: { id: deployment.id }, data: { swarmServiceId } });
 
   const [result] = await Promise.all([
@@ -119,17 +171,21 @@ async function applySpec(deps: RunnerDeps, service: Service, deployment: Deploym
 
 async function markHealthy(deps: RunnerDeps, service: Service, deployment: Deployment) {
   if (deployment.kind === DeploymentKind.STOP) {
+    const newer = await newerDeploymentThan(deps.db, deployment);
+    if (newer) return recordSuperseded(deps, deployment, service.organizationId, newer);
     await transitionServiceStatus(deps, service.id, ServiceStatus.STOPPED, `stopped by deployment ${deployment.id}`);
     await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.COMPLETED, 'every task stopped');
     return;
   }
-  const fresh = await deps.db.service.findUniqueOrThrow({ where: { id: service.id } });
-  await deps.db.$transaction(async (tx) => {
+  const madeCurrent = await whileNewest(deps, deployment, async (tx) => {
+    const fresh = await tx.service.findUniqueOrThrow({ where: { id: service.id } });
     if (fresh.currentDeploymentId && fresh.currentDeploymentId !== deployment.id) {
-      await tx.deployment.updateMany({ where: { id: fresh.currentDeploymentId, status: DeploymentStatus.RUNNING }, data: { status: DeploymentStatus.SUPERSEDED } });
+      // DEPLOYING too: a current deployment whose own RUNNING mark has not been written yet.
+      await tx.deployment.updateMany({ where: { id: fresh.currentDeploymentId, status: { in: [DeploymentStatus.RUNNING, DeploymentStatus.DEPLOYING] } }, data: { status: DeploymentStatus.SUPERSEDED } });
     }
     await tx.service.update({ where: { id: service.id }, data: { currentDeploymentId: deployment.id } });
   });
+  if (madeCurrent.newer) return recordSuperseded(deps, deployment, service.organizationId, madeCurrent.newer);
   const target = deployment.replicas === 0 ? ServiceStatus.STOPPED : ServiceStatus.RUNNING;
   await transitionServiceStatus(deps, service.id, target, `deployment ${deployment.id} is healthy`);
   await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.RUNNING, `${deployment.replicas} of ${deployment.replicas} task(s) running and healthy`);
@@ -152,23 +208,29 @@ export function rolloutFailureReason(result: RolloutResult): string {
 async function handleFailure(deps: RunnerDeps, service: Service, deployment: Deployment, swarmServiceId: string, result: RolloutResult) {
   const reason = rolloutFailureReason(result);
   const fail = () => recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.FAILED, reason);
+  // A newer deployment was queued meanwhile: it decides what runs, so nothing is restored here.
+  const newer = await newerDeploymentThan(deps.db, deployment);
+  if (newer) return recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.FAILED, `${reason}; not restoring: a newer deployment ${newer.id} was queued`);
   const fresh = await deps.db.service.findUniqueOrThrow({ where: { id: service.id } });
   const previous = fresh.currentDeploymentId ? await deps.db.deployment.findUnique({ where: { id: fresh.currentDeploymentId } }) : null;
 
   if (!previous) {
     // Nothing healthy to return to: stop the crash loop, keep the Swarm service for its logs.
     await specFor(deps, service, deployment)
-      .then((spec) => deps.orchestrator.updateService(swarmServiceId, { ...spec, replicas: 0 }))
+      .then((spec) => whileNewest(deps, deployment, () => deps.orchestrator.updateService(swarmServiceId, { ...spec, replicas: 0 })))
       .catch((error) => deps.log.warn({ err: error }, 'could not scale a failed first deployment to zero'));
     await transitionServiceStatus(deps, service.id, ServiceStatus.FAILED, `deployment ${deployment.id} failed: ${reason}`);
     return fail();
   }
   if (result.outcome !== 'rolled_back') {
     await transitionServiceStatus(deps, service.id, ServiceStatus.ROLLING_BACK, `restoring deployment ${previous.id}`);
-    const info = await deps.orchestrator.inspectService(swarmServiceId);
-    if (!isApplied(info, previous)) {
-      await deps.orchestrator.updateService(swarmServiceId, await specFor(deps, service, previous), { registryAuth: await pullAuthFor(deps, service.organizationId, previous.image) });
-    }
+    const previousSpec = await specFor(deps, service, previous);
+    const registryAuth = await pullAuthFor(deps, service.organizationId, previous.image);
+    const restoring = await whileNewest(deps, deployment, async () => {
+      const info = await deps.orchestrator.inspectService(swarmServiceId);
+      if (!isApplied(info, previous)) await deps.orchestrator.updateService(swarmServiceId, previousSpec, { registryAuth });
+    });
+    if (restoring.newer) return recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.FAILED, `${reason}; not restoring: a newer deployment ${restoring.newer.id} was queued`);
     const restored = await waitForDeployment(deps, swarmServiceId, previous, new Date(Date.now() + deps.config.deploy.timeoutSeconds * 1000));
     if (restored.outcome !== 'healthy') {
       await transitionServiceStatus(deps, service.id, ServiceStatus.FAILED, `deployment ${deployment.id} failed and restoring ${previous.id} failed too: ${restored.reason}`);
@@ -190,7 +252,8 @@ export async function failWithoutChange(deps: RunnerDeps, deploymentId: string, 
   const { service } = deployment;
   const current = service.currentDeploymentId ? await deps.db.deployment.findUnique({ where: { id: service.currentDeploymentId } }) : null;
   const status = !current ? ServiceStatus.FAILED : current.replicas === 0 ? ServiceStatus.STOPPED : ServiceStatus.RUNNING;
-  await transitionServiceStatus(deps, service.id, status, `deployment ${deployment.id} failed: ${reason}`);
+  // The service's status is the newest deployment's to set.
+  if (!(await newerDeploymentThan(deps.db, deployment))) await transitionServiceStatus(deps, service.id, status, `deployment ${deployment.id} failed: ${reason}`);
   await recordDeploymentStatus(deps, deployment, service.organizationId, DeploymentStatus.FAILED, reason);
 }
 

@@ -116,16 +116,26 @@ const DeploymentEventRef = builder.objectRef<DeploymentEvent>('DeploymentStatusE
     status: t.field({ type: DeploymentStatusEnum, resolve: (e) => e.status as DeploymentStatus }),
     message: t.exposeString('message'),
     at: t.field({ type: 'DateTime', resolve: (e) => e.at }),
+    eventId: t.id({
+      nullable: true,
+      description: 'The stored event this reports (for the current state: the latest one it includes); pass the last one received as deploymentEvents(afterEventId) to resume. Null only when nothing was stored',
+      resolve: (e) => e.eventId ?? null,
+    }),
   }),
 });
 
 builder.subscriptionField('deploymentEvents', (t) =>
   t.field({
     type: DeploymentEventRef,
-    description: "The deployment's current status first, then each change with its reason; completes once the rollout has ended (RUNNING or a final status)",
+    description:
+      "The deployment's current status first, then each change with its reason; completes once the rollout has ended (RUNNING or a final status). " +
+      'To resume after a disconnect, pass afterEventId: instead of the current state, the stored events after that one are sent (none if nothing happened), then each change',
     authScopes: { member: true },
-    args: { deploymentId: t.arg.id({ required: true }) },
-    subscribe: (_root, args, ctx) => followDeploymentStatus(ctx.app, actorOf(ctx), String(args.deploymentId)),
+    args: {
+      deploymentId: t.arg.id({ required: true }),
+      afterEventId: t.arg.id({ description: "The eventId of the last event the client has; one that is not this deployment's is NOT_FOUND" }),
+    },
+    subscribe: (_root, args, ctx) => followDeploymentStatus(ctx.app, actorOf(ctx), String(args.deploymentId), { afterEventId: args.afterEventId == null ? null : String(args.afterEventId) }),
     resolve: (event) => event,
   }),
 );

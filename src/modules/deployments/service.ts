@@ -6,6 +6,8 @@ import type { Deployment, Prisma, Service } from '../../generated/prisma/client.
 import { DeploymentKind, DeploymentStatus, ServiceStatus, SourceType } from '../../generated/prisma/enums.js';
 import type { ConvoyBus } from '../../events.js';
 import type { Config } from '../../config.js';
+import type { Logger } from '../../platform/logging/logger.js';
+import { withinRedisDeadline } from '../../platform/redis/connection.js';
 import { imageReference, replicas as replicasSchema } from '../../shared/validation.js';
 import { parseInput } from '../common/parse.js';
 import { ConflictError, NotFoundError, ValidationError } from '../common/errors.js';
@@ -17,7 +19,7 @@ import type { DeploymentConfig, DeploymentSource } from './spec.js';
 import type { HealthCheckSpec, PortSpec } from '../services/validation.js';
 
 export type DeployJob = { kind: 'deploy'; deploymentId: string } | { kind: 'remove'; serviceId: string };
-export type DeployDeps = { db: Db; bus: ConvoyBus; config: Config; queues: { deployments: Queue<DeployJob> } };
+export type DeployDeps = { db: Db; bus: ConvoyBus; config: Config; queues: { deployments: Queue<DeployJob> }; log?: Pick<Logger, 'warn'> };
 
 /** Statuses of deployments that became healthy at some point: valid rollback targets. */
 export const HEALTHY_STATUSES: DeploymentStatus[] = [DeploymentStatus.RUNNING, DeploymentStatus.SUPERSEDED];
@@ -138,8 +140,24 @@ export async function queueDeployment(deps: DeployDeps, actor: Pick<Actor, 'user
     return created;
   });
   await deps.bus.publish('deployment', deployment.id, { deploymentId: deployment.id, serviceId: service.id, organizationId: service.organizationId, status: deployment.status, message: next.reason, at: new Date().toISOString() });
-  await enqueueDeployment(deps, deployment.id);
+  await enqueueAccepted(deps, deployment.id);
   return deployment;
+}
+
+// How long a deploy mutation waits for Redis to take its job before answering anyway.
+const ENQUEUE_WAIT_MS = 1000;
+
+/**
+ * The deployment is accepted once its row is stored (QUEUED in PostgreSQL): a Redis that is down does
+ * not fail or stall the mutation. The job is queued when Redis answers (ioredis keeps the command), and
+ * the reconciler queues any QUEUED deployment that has no job, so it runs either way.
+ */
+async function enqueueAccepted(deps: DeployDeps, deploymentId: string) {
+  try {
+    await withinRedisDeadline(enqueueDeployment(deps, deploymentId), ENQUEUE_WAIT_MS, 'enqueue deployment');
+  } catch (error) {
+    deps.log?.warn({ err: error, deploymentId }, 'deployment accepted but not queued yet: the reconciler will queue it');
+  }
 }
 
 async function currentDeployment(db: Db, service: Service): Promise<Deployment | null> {

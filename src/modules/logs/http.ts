@@ -2,7 +2,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { App } from '../../app.js';
 import { authenticate } from '../auth/service.js';
-import { DomainError, NotFoundError, UnauthenticatedError, ValidationError } from '../common/errors.js';
+import { DomainError, NotFoundError, RETRY_AFTER_SECONDS, UnauthenticatedError, ValidationError } from '../common/errors.js';
+import { asServiceUnavailable } from '../common/unavailable.js';
 import { hasUnstorableCharacters, UNSTORABLE_MESSAGE } from '../common/parse.js';
 import { formatLogs, readServiceLogs, type LogFormat } from './service.js';
 
@@ -76,6 +77,12 @@ export async function handleLogDownload(app: App, req: IncomingMessage, res: Ser
     res.writeHead(200, { 'content-type': CONTENT_TYPES[format], 'content-disposition': `attachment; filename="${serviceId}-logs.${FILE_EXTENSIONS[format]}"` });
     res.end(formatLogs(entries, format));
   } catch (error) {
+    const outage = asServiceUnavailable(error);
+    if (outage) {
+      app.log.warn({ err: error, dependency: outage.dependency }, 'log download: dependency unavailable');
+      res.setHeader('retry-after', String(RETRY_AFTER_SECONDS));
+      return send(res, 503, { error: outage.message, code: 'SERVICE_UNAVAILABLE', dependency: outage.dependency, retryable: true });
+    }
     if (error instanceof UnauthenticatedError) return send(res, 401, { error: error.message });
     if (error instanceof NotFoundError) return send(res, 404, { error: error.message });
     if (error instanceof ValidationError) return send(res, 400, { error: error.message, fieldErrors: error.fieldErrors });

@@ -3,7 +3,7 @@
 // get a failover job, and each service to move a migration job of its own (they wait on Swarm, so they
 // run apart from the sweep).
 import type { Job } from 'bullmq';
-import { createQueue, createWorker, QUEUES } from '../../platform/queue/queues.js';
+import { createQueue, createWorker, keepJobScheduler, QUEUES, watchScheduledJob } from '../../platform/queue/queues.js';
 import type { Logger } from '../../platform/logging/logger.js';
 import type { Config } from '../../config.js';
 import { ServiceMigrationStatus } from '../../generated/prisma/enums.js';
@@ -22,7 +22,7 @@ export async function startWorkerController(deps: WorkerHealthDeps & FailoverDep
   const connection = { redisUrl: config.redisUrl, prefix: config.redisPrefix, onError: (error: Error) => deps.log.warn({ err: error }, 'Redis connection error') };
   const shutdown = new AbortController();
   const queue = createQueue<WorkerHealthJob>(WORKER_HEALTH_QUEUE, connection);
-  await queue.upsertJobScheduler('worker-health', { every: config.workers.sweepSeconds * 1000 }, { name: 'sweep', data: { kind: 'sweep' } });
+  const scheduler = await keepJobScheduler(queue, 'worker-health', config.workers.sweepSeconds * 1000, { name: 'sweep', data: { kind: 'sweep' } }, deps.log);
   const worker = createWorker<WorkerHealthJob>(
     WORKER_HEALTH_QUEUE,
     async () => {
@@ -40,7 +40,7 @@ export async function startWorkerController(deps: WorkerHealthDeps & FailoverDep
     connection,
     { concurrency: 1 },
   );
-  worker.on('failed', (job, error) => deps.log.warn({ err: error, jobId: job?.id }, 'worker health sweep failed'));
+  watchScheduledJob(worker, 'workerHealth', deps.redis, config.redisPrefix, deps.log);
 
   const failover = createWorker<FailoverJob>(
     QUEUES.workerFailover,
@@ -66,6 +66,7 @@ export async function startWorkerController(deps: WorkerHealthDeps & FailoverDep
   return {
     async close() {
       shutdown.abort();
+      scheduler.stop();
       await Promise.allSettled([worker.close(), failover.close()]);
       await queue.close();
     },

@@ -10,6 +10,8 @@ import { findLiveJoinToken, swarmJoinData, type SwarmJoinData } from './service.
 import { JOIN_TOKEN } from './validation.js';
 import { clientAddressOf } from '../auth/throttle.js';
 import { joinTokenCounter } from './join-limits.js';
+import { asServiceUnavailable } from '../common/unavailable.js';
+import { RETRY_AFTER_SECONDS } from '../common/errors.js';
 
 export const INSTALL_SCRIPT_PATH = '/install/worker.sh';
 
@@ -157,6 +159,11 @@ export async function handleInstallScript(app: App, req: IncomingMessage, res: S
     const script = renderInstallScript({ apiUrl, joinToken: tokens[0]!, agentImage: app.config.workers.agentImage, swarm, expiresAt: joinToken.expiresAt });
     res.writeHead(200, { 'content-type': 'text/x-shellscript; charset=utf-8', 'cache-control': 'no-store' }).end(script);
   } catch (error) {
+    const outage = asServiceUnavailable(error);
+    if (outage) {
+      app.log.warn({ err: error, dependency: outage.dependency }, 'install script: dependency unavailable');
+      return sendText(res, 503, `${outage.dependency} is unavailable; retry shortly`, { 'retry-after': String(RETRY_AFTER_SECONDS) });
+    }
     app.log.error({ err: error }, 'install script failed');
     sendText(res, 500, 'the control plane could not generate the install script');
   }

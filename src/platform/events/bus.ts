@@ -1,6 +1,7 @@
 // Typed publish/subscribe. Redis carries events between processes so any API replica can serve any
 // subscriber; an in-process fan-out keeps one Redis subscription per channel however many listen.
 import type { Redis } from 'ioredis';
+import { isRedisDown, withinRedisDeadline } from '../redis/connection.js';
 
 export interface EventBus<Events extends Record<string, unknown>> {
   publish<T extends keyof Events & string>(topic: T, key: string, event: Events[T]): Promise<void>;
@@ -15,6 +16,10 @@ type Listener = (payload: unknown) => void;
 
 // A slow subscriber must not grow memory without bound: beyond this, its oldest events are dropped.
 const MAX_BUFFERED_EVENTS = 1000;
+// How long a publish may hold up the mutation that made the change, while Redis does not answer.
+const PUBLISH_WAIT_MS = 500;
+
+export type PublishFailure = (error: unknown, channel: string) => void;
 
 export class RedisEventBus<Events extends Record<string, unknown>> implements EventBus<Events> {
   private readonly listeners = new Map<string, Set<Listener>>();
@@ -25,6 +30,8 @@ export class RedisEventBus<Events extends Record<string, unknown>> implements Ev
     private readonly publisher: Redis,
     private readonly subscriber: Redis,
     private readonly prefix: string,
+    /** A publish that Redis did not take: the event is dropped (subscribers read the current state when they reconnect). */
+    private readonly onPublishFailed: PublishFailure = () => {},
   ) {
     subscriber.on('message', (channel: string, message: string) => {
       const set = this.listeners.get(channel);
@@ -39,7 +46,14 @@ export class RedisEventBus<Events extends Record<string, unknown>> implements Ev
   }
 
   async publish<T extends keyof Events & string>(topic: T, key: string, event: Events[T]): Promise<void> {
-    await this.publisher.publish(this.channel(topic, key), JSON.stringify(event));
+    // The change is already stored: a Redis that is down must not fail or stall what made it.
+    const channel = this.channel(topic, key);
+    try {
+      if (isRedisDown(this.publisher)) throw new Error(`Redis connection is ${this.publisher.status}`);
+      await withinRedisDeadline(this.publisher.publish(channel, JSON.stringify(event)), PUBLISH_WAIT_MS, 'publish');
+    } catch (error) {
+      this.onPublishFailed(error, channel);
+    }
   }
 
   async subscribe<T extends keyof Events & string>(topic: T, key: string, options: { signal?: AbortSignal } = {}): Promise<AsyncIterableIterator<Events[T]>> {

@@ -6,6 +6,7 @@ import {
   excludedNodesOf,
   type HealthCheck,
   type NodeTaskInfo,
+  type OwnedSpec,
   type ServiceInfo,
   type ServiceResources,
   type SwarmServiceSpec,
@@ -146,6 +147,38 @@ export function toObservedService(raw: Docker.Service): ObservedService {
     ...(updateStatus ? { updateStatus } : {}),
     deploymentLabel: taskTemplate.ContainerSpec?.Labels?.[DEPLOYMENT_LABEL] ?? null,
     forceUpdate: taskTemplate.ForceUpdate ?? 0,
+  };
+}
+
+/** `networkNames`: network id to name (Swarm stores a network by id, whatever the spec named it by). */
+export function toOwnedSpec(raw: Docker.Service, networkNames: Map<string, string>): OwnedSpec {
+  const spec = raw.Spec ?? {};
+  const taskTemplate = (spec.TaskTemplate ?? {}) as Docker.ContainerTaskSpec;
+  const env = Object.fromEntries(
+    (taskTemplate.ContainerSpec?.Env ?? []).map((entry) => {
+      const at = entry.indexOf('=');
+      return at < 0 ? [entry, ''] : [entry.slice(0, at), entry.slice(at + 1)];
+    }),
+  );
+  // Older clients put networks on the service rather than the task template.
+  const networks = (taskTemplate.Networks ?? (spec as { Networks?: Docker.NetworkAttachmentConfig[] }).Networks ?? []).map((n) => ({
+    name: networkNames.get(n.Target ?? '') ?? n.Target ?? '',
+    aliases: n.Aliases ?? [],
+  }));
+  return {
+    image: taskTemplate.ContainerSpec?.Image ?? '',
+    env,
+    replicas: spec.Mode?.Replicated?.Replicas ?? 0,
+    labels: spec.Labels ?? {},
+    containerLabels: taskTemplate.ContainerSpec?.Labels ?? {},
+    networks,
+    ports: (spec.EndpointSpec?.Ports ?? []).map((p) => ({
+      target: p.TargetPort ?? 0,
+      ...(p.PublishedPort ? { published: p.PublishedPort } : {}),
+      protocol: (p.Protocol ?? 'tcp') as 'tcp' | 'udp',
+      publishMode: (p.PublishMode ?? 'ingress') as 'ingress' | 'host',
+    })),
+    placementConstraints: taskTemplate.Placement?.Constraints ?? [],
   };
 }
 

@@ -1,2 +1,3 @@
 export * from './orchestrator.js';
 export { SwarmOrchestrator, dockerFromHost } from './swarm.js';
+export { specDrift, type DriftField } from './drift.js';

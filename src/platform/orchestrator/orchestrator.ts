@@ -95,6 +95,12 @@ export type SwarmServiceSpec = {
   secrets?: SecretMount[];
 };
 
+/**
+ * The parts of a service's spec that drift detection compares, as Swarm has them now (network ids
+ * resolved to names). See `specDrift` in drift.ts.
+ */
+export type OwnedSpec = Pick<SwarmServiceSpec, 'image' | 'env' | 'replicas' | 'labels' | 'containerLabels' | 'networks' | 'ports' | 'placementConstraints'>;
+
 /** Swarm's own record of the last update or rollback of a service. */
 export type UpdateState =
   | 'updating'
@@ -255,6 +261,8 @@ export interface Orchestrator {
   /** Without a value: every service that carries the label. */
   findServicesByLabel(label: string, value?: string): Promise<ServiceInfo[]>;
   inspectService(id: string): Promise<ServiceInfo>;
+  /** What the service's spec is now, in the terms Convoy applies it (for drift detection). */
+  inspectOwnedSpec(id: string): Promise<OwnedSpec>;
 
   listTasks(serviceId: string): Promise<TaskInfo[]>;
   /** Every task Swarm assigned to the node, of any service (its history included). */

@@ -11,6 +11,7 @@ import {
   type NodeAvailability,
   type NodeInfo,
   type Orchestrator,
+  type OwnedSpec,
   type RolloutResult,
   type ServiceInfo,
   type ServiceLogsOptions,
@@ -25,6 +26,7 @@ import {
   toDockerServiceSpec,
   toObservedService,
   toObservedTask,
+  toOwnedSpec,
   toServiceInfo,
   toTaskInfo,
   toNodeTaskInfo,
@@ -189,6 +191,17 @@ export class SwarmOrchestrator implements Orchestrator {
 
   async inspectService(id: string): Promise<ServiceInfo> {
     return toServiceInfo(await this.inspectRaw(id));
+  }
+
+  async inspectOwnedSpec(id: string): Promise<OwnedSpec> {
+    const raw = await this.inspectRaw(id);
+    const attached = ((raw.Spec?.TaskTemplate as Docker.ContainerTaskSpec | undefined)?.Networks ?? []).map((n) => n.Target ?? '');
+    const names = new Map<string, string>();
+    if (attached.length) {
+      const networks = await this.call(`list networks of service ${raw.Spec?.Name ?? id}`, () => this.docker.listNetworks({ filters: { id: attached } }));
+      for (const network of networks) names.set(network.Id, network.Name);
+    }
+    return toOwnedSpec(raw, names);
   }
 
   async listTasks(serviceId: string): Promise<TaskInfo[]> {
