@@ -112,7 +112,14 @@ describe('executor agents', () => {
     await publishJob(api.app, { action: 'OFFER', jobId: build.id, kind: build.kind, workerId: null, organizationId: admin.organizationId });
     await waitFor('the agent to take the build', async () => (await api.app.db.workerJob.findUniqueOrThrow({ where: { id: build.id } })).status === 'CLAIMED', 10_000);
 
+    // Old evaluation jobs (finished, or left unfinished by an API that crashed) are removed by the next save.
+    const hourAndMinuteAgo = new Date(Date.now() - 61 * 60_000);
+    const stale = await Promise.all([
+      api.app.db.workerJob.create({ data: { kind: 'EVALUATE', organizationId: admin.organizationId, payload: { expression: 'old' }, status: 'SUCCEEDED', createdAt: hourAndMinuteAgo, finishedAt: hourAndMinuteAgo } }),
+      api.app.db.workerJob.create({ data: { kind: 'EVALUATE', organizationId: admin.organizationId, payload: { expression: 'abandoned' }, createdAt: hourAndMinuteAgo } }),
+    ]);
     const saved = await createTemplate(api, admin.accessToken, 'with-agent');
+    expect(await api.app.db.workerJob.count({ where: { id: { in: stale.map((j) => j.id) } } })).toBe(0);
     expect(saved).toMatchObject({ __typename: 'Template', slug: 'with-agent' });
     const broken = await createTemplate(api, admin.accessToken, 'broken', '{ a = ; }');
     expect(broken.fieldErrors).toEqual([{ path: ['components', '0', 'expression'], message: expect.stringMatching(/^error: syntax error, unexpected ';'/) }]);

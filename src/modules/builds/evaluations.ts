@@ -72,6 +72,7 @@ export class ExecutorEvaluator implements Evaluator {
 
   private async onAgent(organizationId: string, expression: string): Promise<EvaluateResult> {
     const { db } = this.deps;
+    await pruneEvaluationJobs(db);
     // One attempt: the save is waiting; an agent lost mid-evaluation is covered by the timeout.
     const job = await db.workerJob.create({ data: { kind: WorkerJobKind.EVALUATE, organizationId, payload: { expression }, maxAttempts: 1 } });
     await publishJob(this.deps, { action: 'OFFER', jobId: job.id, kind: job.kind, workerId: null, organizationId });
@@ -96,6 +97,18 @@ export class ExecutorEvaluator implements Evaluator {
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
   }
+}
+
+/** Evaluation jobs hold a tenant's expression and matter only while a save waits: an hour later they go. */
+const EVALUATION_JOB_RETENTION_MS = 60 * 60_000;
+
+/** Removes finished evaluation jobs past retention, and unfinished ones an API that crashed mid-wait left. */
+export async function pruneEvaluationJobs(db: Db, now = Date.now()): Promise<number> {
+  const before = new Date(now - EVALUATION_JOB_RETENTION_MS);
+  const { count } = await db.workerJob.deleteMany({
+    where: { kind: WorkerJobKind.EVALUATE, OR: [{ finishedAt: { lt: before } }, { finishedAt: null, createdAt: { lt: before } }] },
+  });
+  return count;
 }
 
 function isFinished(status: WorkerJobStatus): boolean {
