@@ -12,6 +12,7 @@ import { httpAppExpression, nonce, processesMentioning } from './helpers/nix.js'
 import { waitFor } from './helpers/wait.js';
 import { uniqueName } from './helpers/swarm.js';
 import { subscribe } from './helpers/subscribe.js';
+import { createServiceThroughApi, startBuildThroughApi } from './helpers/builds.js';
 
 let api: TestApi;
 let admin: TestUser;
@@ -62,20 +63,10 @@ async function gitService(script: string, marker: string): Promise<string> {
   repos.push(repo);
   await initRepo(repo);
   await commitFiles(repo, { 'default.nix': httpAppExpression(marker, script) });
-  const created = await api.gql(
-    `mutation($i: CreateServiceInput!) { createService(input: $i) { __typename ... on Service { id } ... on Error { message } } }`,
-    { i: { name: uniqueName('agent-built'), source: { gitUrl: `file://${repo}`, gitBranch: 'main' }, ports: [{ target: 8080 }], healthCheck: HEALTH } },
-    { token: admin.accessToken },
-  );
-  expect(created.data.createService.__typename, JSON.stringify(created)).toBe('Service');
-  return created.data.createService.id as string;
+  return createServiceThroughApi(api, admin.accessToken, { name: uniqueName('agent-built'), source: { gitUrl: `file://${repo}`, gitBranch: 'main' }, ports: [{ target: 8080 }], healthCheck: HEALTH });
 }
 
-async function startBuild(serviceId: string): Promise<string> {
-  const result = await api.gql(`mutation($s: ID!) { buildService(serviceId: $s) { __typename ... on Build { id } } }`, { s: serviceId }, { token: admin.accessToken });
-  expect(result.data.buildService.__typename).toBe('Build');
-  return result.data.buildService.id as string;
-}
+const startBuild = (serviceId: string) => startBuildThroughApi(api, admin.accessToken, serviceId);
 
 async function finishedBuild(id: string, timeoutMs = 90_000) {
   let build = await api.app.db.build.findUniqueOrThrow({ where: { id } });

@@ -13,6 +13,7 @@ import { httpAppExpression, nonce } from './helpers/nix.js';
 import { uniqueName } from './helpers/swarm.js';
 import { subscribe } from './helpers/subscribe.js';
 import { waitFor } from './helpers/wait.js';
+import { createServiceThroughApi, startBuildThroughApi } from './helpers/builds.js';
 
 let api: TestApi;
 let admin: TestUser;
@@ -84,21 +85,9 @@ function setWorkerOrganizations(user: TestUser, workerId: string, organizationId
   );
 }
 
-async function createService(user: TestUser, source: Record<string, unknown>): Promise<string> {
-  const created = await api.gql(
-    `mutation($i: CreateServiceInput!) { createService(input: $i) { __typename ... on Service { id } ... on Error { message } } }`,
-    { i: { name: uniqueName('agent-fair'), source, ports: [{ target: 8080 }], healthCheck: HEALTH } },
-    { token: user.accessToken },
-  );
-  expect(created.data.createService.__typename, JSON.stringify(created)).toBe('Service');
-  return created.data.createService.id as string;
-}
-
-async function startBuild(user: TestUser, serviceId: string): Promise<string> {
-  const result = await api.gql(`mutation($s: ID!) { buildService(serviceId: $s) { __typename ... on Build { id } } }`, { s: serviceId }, { token: user.accessToken });
-  expect(result.data.buildService.__typename).toBe('Build');
-  return result.data.buildService.id as string;
-}
+const createService = (user: TestUser, source: Record<string, unknown>) =>
+  createServiceThroughApi(api, user.accessToken, { name: uniqueName('agent-fair'), source, ports: [{ target: 8080 }], healthCheck: HEALTH });
+const startBuild = (user: TestUser, serviceId: string) => startBuildThroughApi(api, user.accessToken, serviceId);
 
 const build = (id: string) => api.app.db.build.findUniqueOrThrow({ where: { id } });
 

@@ -6,6 +6,7 @@ import { DEPLOY_TEST_SETTINGS, startTestApi, type TestApi, type TestUser } from 
 import { httpAppExpression, nonce } from './helpers/nix.js';
 import { uniqueName } from './helpers/swarm.js';
 import { waitFor } from './helpers/wait.js';
+import { createServiceThroughApi, startBuildThroughApi } from './helpers/builds.js';
 
 let api: TestApi;
 let tenantA: TestUser;
@@ -22,21 +23,9 @@ afterAll(async () => {
   await api?.close();
 });
 
-async function nixService(user: TestUser, script: string): Promise<string> {
-  const created = await api.gql(
-    `mutation($i: CreateServiceInput!) { createService(input: $i) { __typename ... on Service { id } ... on Error { message } } }`,
-    { i: { name: uniqueName('fair'), source: { nixExpression: httpAppExpression(`fair ${nonce()}`, script) }, ports: [{ target: 8080 }], healthCheck: HEALTH } },
-    { token: user.accessToken },
-  );
-  expect(created.data.createService.__typename, JSON.stringify(created)).toBe('Service');
-  return created.data.createService.id as string;
-}
-
-async function startBuild(user: TestUser, serviceId: string): Promise<string> {
-  const result = await api.gql(`mutation($s: ID!) { buildService(serviceId: $s) { __typename ... on Build { id } } }`, { s: serviceId }, { token: user.accessToken });
-  expect(result.data.buildService.__typename).toBe('Build');
-  return result.data.buildService.id as string;
-}
+const nixService = (user: TestUser, script: string) =>
+  createServiceThroughApi(api, user.accessToken, { name: uniqueName('fair'), source: { nixExpression: httpAppExpression(`fair ${nonce()}`, script) }, ports: [{ target: 8080 }], healthCheck: HEALTH });
+const startBuild = (user: TestUser, serviceId: string) => startBuildThroughApi(api, user.accessToken, serviceId);
 
 const build = (id: string) => api.app.db.build.findUniqueOrThrow({ where: { id } });
 
