@@ -12,7 +12,7 @@ import { httpAppExpression, nonce, processesMentioning } from './helpers/nix.js'
 import { waitFor } from './helpers/wait.js';
 import { uniqueName } from './helpers/swarm.js';
 import { subscribe } from './helpers/subscribe.js';
-import { createServiceThroughApi, startBuildThroughApi } from './helpers/builds.js';
+import { createServiceThroughApi, joinTokenThroughApi, startBuildThroughApi } from './helpers/builds.js';
 
 let api: TestApi;
 let admin: TestUser;
@@ -39,10 +39,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-async function joinToken(): Promise<string> {
-  const result = await api.gql(`mutation { createWorkerJoinToken(ttlSeconds: 600) { ... on CreateWorkerJoinTokenPayload { token } } }`, {}, { token: admin.accessToken });
-  return result.data.createWorkerJoinToken.token as string;
-}
+const joinToken = () => joinTokenThroughApi(api, admin.accessToken);
 
 function startAgent(env: Record<string, string>): ResultPromise {
   const child = execa('node', ['--import', 'tsx', 'worker-agent/src/main.ts'], {

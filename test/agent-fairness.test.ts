@@ -13,7 +13,7 @@ import { httpAppExpression, nonce } from './helpers/nix.js';
 import { uniqueName } from './helpers/swarm.js';
 import { subscribe } from './helpers/subscribe.js';
 import { waitFor } from './helpers/wait.js';
-import { createServiceThroughApi, startBuildThroughApi } from './helpers/builds.js';
+import { createServiceThroughApi, joinTokenThroughApi, startBuildThroughApi } from './helpers/builds.js';
 
 let api: TestApi;
 let admin: TestUser;
@@ -63,10 +63,7 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-async function joinToken(): Promise<string> {
-  const result = await api.gql(`mutation { createWorkerJoinToken(ttlSeconds: 600) { ... on CreateWorkerJoinTokenPayload { token } } }`, {}, { token: admin.accessToken });
-  return result.data.createWorkerJoinToken.token as string;
-}
+const joinToken = () => joinTokenThroughApi(api, admin.accessToken);
 
 /** A worker with no agent process: the test speaks for it. */
 async function handDrivenWorker(): Promise<{ id: string; credential: string }> {

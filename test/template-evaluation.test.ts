@@ -17,6 +17,7 @@ import { createQueue, QUEUES } from '../src/platform/queue/queues.js';
 import { publishJob } from '../src/modules/builds/agent-jobs.js';
 import type { EvaluationAnswer } from '../src/modules/builds/evaluations.js';
 import { WorkerAgent } from '../worker-agent/src/agent.js';
+import { joinTokenThroughApi } from './helpers/builds.js';
 
 const CREATE = `mutation($i: CreateTemplateInput!) { createTemplate(input: $i) { __typename ... on Template { id slug } ... on ValidationError { fieldErrors { path message } } ... on Error { message } } }`;
 const PLAIN_DERIVATION = `builtins.derivation { name = "plain-${nonce()}"; system = builtins.currentSystem; builder = "/bin/sh"; }`;
@@ -86,13 +87,13 @@ describe('executor agents', () => {
       expect.objectContaining({ status: 'FAILED', error: NO_EXECUTOR, workerId: null, organizationId: admin.organizationId }),
     ]);
 
-    const joined = await api.gql(`mutation { createWorkerJoinToken(ttlSeconds: 600) { ... on CreateWorkerJoinTokenPayload { token } } }`, {}, { token: admin.accessToken });
+    const joinToken = await joinTokenThroughApi(api, admin.accessToken);
     const dir = await mkdtemp(join(tmpdir(), 'convoy-evaluation-agent-'));
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
     const hostname = uniqueName('evaluator');
     // One build at a time: the long build below holds the agent's only build slot.
     const agent = new WorkerAgent({
-      apiUrl: api.url, joinToken: joined.data.createWorkerJoinToken.token, stateFile: join(dir, 'state.json'), hostname, heartbeatSeconds: 1,
+      apiUrl: api.url, joinToken, stateFile: join(dir, 'state.json'), hostname, heartbeatSeconds: 1,
       docker: api.app.docker, swarmNodeId: null, joinSwarm: false, log: pino({ level: 'silent' }),
       jobs: { builder: testNixBuilder(), docker: api.app.docker, concurrency: 1 },
     });
@@ -138,10 +139,10 @@ describe('what an agent may answer', () => {
   it('an evaluation succeeds only with its derivation and keeps nothing else; a build only with its image', async () => {
     const api = await apiWith('agents');
     const admin = await api.register('Platform Admin');
-    const joined = await api.gql(`mutation { createWorkerJoinToken(ttlSeconds: 600) { ... on CreateWorkerJoinTokenPayload { token } } }`, {}, { token: admin.accessToken });
+    const joinToken = await joinTokenThroughApi(api, admin.accessToken);
     const registered = await api.gql(
       `mutation($i: RegisterWorkerInput!) { registerWorker(input: $i) { ... on RegisterWorkerPayload { credential } } }`,
-      { i: { joinToken: joined.data.createWorkerJoinToken.token, hostname: uniqueName('by-hand'), cpuCores: 1, memoryMb: 512, diskGb: 10, agentVersion: '1.0.0' } },
+      { i: { joinToken, hostname: uniqueName('by-hand'), cpuCores: 1, memoryMb: 512, diskGb: 10, agentVersion: '1.0.0' } },
     );
     const worker = { token: registered.data.registerWorker.credential as string };
     const claim = `mutation($j: ID!) { claimJob(jobId: $j, agentSession: "session-evaluation-1") { job { attempt kind } spec } }`;

@@ -1,4 +1,5 @@
-// The API steps build tests share: create a service that builds from source, start a build of it.
+// The API steps build tests share: a join token for an agent that builds, a service that builds from
+// source, a build of it.
 import { expect } from 'vitest';
 import type { TestApi } from './api.js';
 
@@ -18,4 +19,11 @@ export async function startBuildThroughApi(api: TestApi, token: string, serviceI
   const result = await api.gql(`mutation($s: ID!) { buildService(serviceId: $s) { __typename ... on Build { id } } }`, { s: serviceId }, { token });
   expect(result.data.buildService.__typename, JSON.stringify(result)).toBe('Build');
   return result.data.buildService.id as string;
+}
+
+/** A platform admin's join token for a new worker agent (10 minutes). */
+export async function joinTokenThroughApi(api: TestApi, adminToken: string): Promise<string> {
+  const result = await api.gql(`mutation { createWorkerJoinToken(ttlSeconds: 600) { ... on CreateWorkerJoinTokenPayload { token } } }`, {}, { token: adminToken });
+  expect(result.data?.createWorkerJoinToken?.token, JSON.stringify(result)).toBeTruthy();
+  return result.data.createWorkerJoinToken.token as string;
 }
